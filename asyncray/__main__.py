@@ -1,0 +1,5 @@
+import sys
+
+from asyncray._private.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""asyncray's private runtime. Nothing here is public API; see asyncray/__init__.py."""

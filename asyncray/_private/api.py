@@ -1,0 +1,240 @@
+"""The public functions, checked here and carried out by the current Runtime.
+
+Argument errors name what was wrong and what to do, with Ray's exception types.
+"""
+from __future__ import annotations
+
+import asyncio
+import atexit
+import inspect
+import logging
+import threading
+from typing import Any, Sequence
+
+from asyncray._private import options as opts, runtime as runtime_mod
+from asyncray._private.config import Config
+
+_init_lock = threading.RLock()
+_job_runtime_env: dict | None = None
+_atexit_registered = False
+
+_INIT_KEYWORDS = {
+    "address", "num_cpus", "num_gpus", "resources", "object_store_memory", "namespace", "ignore_reinit_error",
+    "logging_level", "log_to_driver", "runtime_env", "include_dashboard", "configure_logging", "logging_format",
+    "_temp_dir", "_system_config",
+}
+
+
+class InitContext:
+    """What init() returns: usable as `with ray.init(): ...` (shuts down on exit)."""
+
+    def __init__(self, rt: Any) -> None:
+        self.address_info = {"address": getattr(rt, "head_tcp", ""), "node_id": rt.node_id.hex(),
+                             "session_dir": rt.session_dir}
+        self.dashboard_url = None
+
+    def __enter__(self) -> "InitContext":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        shutdown()
+
+    def __getitem__(self, key: str) -> Any:
+        return self.address_info[key]
+
+    def disconnect(self) -> None:
+        shutdown()
+
+
+def init(address: str | None = None, **kwargs: Any) -> InitContext:
+    unknown = set(kwargs) - _INIT_KEYWORDS
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s) {sorted(unknown)}; "
+                        f"valid ones are {sorted(_INIT_KEYWORDS)}.")
+    global _job_runtime_env, _atexit_registered
+    with _init_lock:
+        rt = runtime_mod.current()
+        if rt is not None:
+            if kwargs.get("ignore_reinit_error"):
+                logging.getLogger("asyncray").info("Calling ray.init() again after it has already been called.")
+                return InitContext(rt)
+            raise RuntimeError("Maybe you called ray.init twice by accident? This error can be suppressed by "
+                               "passing in 'ignore_reinit_error=True' or by calling 'ray.shutdown()' prior to "
+                               "'ray.init()'.")
+        num_cpus = kwargs.get("num_cpus")
+        if num_cpus is not None and (not isinstance(num_cpus, (int, float)) or num_cpus < 0):
+            raise ValueError(f"num_cpus must be a non-negative number, got {num_cpus!r}.")
+        resources = kwargs.get("resources")
+        if resources is not None:
+            if not isinstance(resources, dict):
+                raise TypeError(f"resources must be a dict, got {type(resources).__name__}.")
+            for k in ("CPU", "GPU"):
+                if k in resources:
+                    raise ValueError(f"Use the 'num_{k.lower()}s' argument to init() instead of resources['{k}'].")
+        env = opts.validate_runtime_env(kwargs.get("runtime_env"))
+        if address == "auto":
+            raise ConnectionError("address='auto' needs a running asyncray cluster, and none was found. "
+                                  "Start one with `asyncray start --head`, or call init() without an address.")
+        if address not in (None, "local"):
+            raise ConnectionError(f"joining an existing cluster at {address!r} is not supported by asyncray yet; "
+                                  "call init() without an address to start a local cluster.")
+        config = Config.from_env(**({"temp_dir": kwargs["_temp_dir"]} if kwargs.get("_temp_dir") else {}))
+        rt = runtime_mod.Runtime.start_driver(
+            config=config, address=None, num_cpus=num_cpus, num_gpus=kwargs.get("num_gpus"), resources=resources,
+            object_store_memory=kwargs.get("object_store_memory"), namespace=kwargs.get("namespace"),
+            logging_level=kwargs.get("logging_level", logging.INFO), log_to_driver=kwargs.get("log_to_driver", True))
+        _job_runtime_env = env
+        runtime_mod.set_current(rt)
+        if not _atexit_registered:
+            atexit.register(shutdown)
+            _atexit_registered = True
+        return InitContext(rt)
+
+
+def auto_init() -> Any:
+    """The first .remote() (or get/put) without init() starts a local cluster, as in Ray."""
+    with _init_lock:
+        rt = runtime_mod.current()
+        if rt is None:
+            init()
+            rt = runtime_mod.current()
+        return rt
+
+
+def job_runtime_env() -> dict | None:
+    return _job_runtime_env
+
+
+def is_initialized() -> bool:
+    return runtime_mod.current() is not None
+
+
+def shutdown() -> None:
+    global _job_runtime_env
+    with _init_lock:
+        rt = runtime_mod.current()
+        if rt is None or rt.kind != "driver":
+            return
+        runtime_mod.set_current(None)
+        _job_runtime_env = None
+        rt.shutdown()
+
+
+def _client() -> Any:
+    return runtime_mod.current_client()
+
+
+def _check_refs(refs: Any, fn: str) -> tuple[list, bool]:
+    from asyncray.object_ref import ObjectRef
+
+    if isinstance(refs, ObjectRef):
+        return [refs], True
+    if isinstance(refs, (list, tuple)):
+        for i, r in enumerate(refs):
+            if not isinstance(r, ObjectRef):
+                raise TypeError(f"{fn}() expected a list of ObjectRefs, but item {i} is a {type(r).__name__}: {r!r}.")
+        return list(refs), False
+    raise ValueError(f"Invalid type of object refs, {type(refs)}, is given. 'object_refs' must either be an "
+                     f"ObjectRef or a list of ObjectRefs.")
+
+
+def _check_timeout(timeout: Any) -> None:
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+        raise ValueError(f"'timeout' must be a non-negative number or None, got {timeout!r}.")
+
+
+def get(object_refs: Any, *, timeout: float | None = None) -> Any:
+    refs, single = _check_refs(object_refs, "get")
+    _check_timeout(timeout)
+    values = _client().get(refs, timeout)
+    return values[0] if single else values
+
+
+async def get_async(object_refs: Any, *, timeout: float | None = None) -> Any:
+    """Awaitable get: never blocks the caller's event loop."""
+    refs, single = _check_refs(object_refs, "get_async")
+    _check_timeout(timeout)
+    return await _client().get_async(refs, timeout, single=single)
+
+
+def put(value: Any) -> Any:
+    from asyncray.object_ref import ObjectRef
+
+    if isinstance(value, ObjectRef):
+        raise TypeError("Calling 'put' on an ray.ObjectRef is not allowed. If you really want to do this, you can "
+                        "wrap the ray.ObjectRef in a list and call 'put' on it.")
+    return _client().put(value)
+
+
+def _check_wait(object_refs: Any, num_returns: int, timeout: Any) -> list:
+    from asyncray.object_ref import ObjectRef
+
+    if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
+        raise TypeError(f"wait() expected a list of ray.ObjectRef, got {type(object_refs).__name__}.")
+    for i, r in enumerate(object_refs):
+        if not isinstance(r, ObjectRef):
+            raise TypeError(f"wait() expected a list of ray.ObjectRef, got a {type(r).__name__} at index {i}.")
+    if not isinstance(num_returns, int) or isinstance(num_returns, bool) or num_returns <= 0:
+        raise ValueError(f"Invalid number of objects to return {num_returns!r}: it must be a positive integer.")
+    if num_returns > len(object_refs):
+        raise ValueError(f"num_returns ({num_returns}) cannot be greater than the number of objects provided to "
+                         f"ray.wait ({len(object_refs)}).")
+    if len(set(r.binary() for r in object_refs)) != len(object_refs):
+        raise ValueError("Wait requires a list of unique object refs.")
+    _check_timeout(timeout)
+    return list(object_refs)
+
+
+def wait(object_refs: Sequence[Any], *, num_returns: int = 1, timeout: float | None = None,
+         fetch_local: bool = True) -> tuple[list, list]:
+    refs = _check_wait(object_refs, num_returns, timeout)
+    if not refs:
+        return [], []
+    return _client().wait(refs, num_returns, timeout, fetch_local)
+
+
+async def wait_async(object_refs: Sequence[Any], *, num_returns: int = 1,
+                     timeout: float | None = None) -> tuple[list, list]:
+    """Awaitable wait: never blocks the caller's event loop."""
+    refs = _check_wait(object_refs, num_returns, timeout)
+    if not refs:
+        return [], []
+    return await _client().wait_async(refs, num_returns, timeout)
+
+
+def _resources(kind: str) -> dict[str, float]:
+    from asyncray._private import protocol as p
+
+    rt = runtime_mod.current()
+    if rt is None:
+        raise RuntimeError("asyncray is not initialized: call ray.init() first.")
+    reply = rt.client.call(rt.node_address, lambda rid: p.GetResources(rid), timeout=30)
+    out = reply.total if kind == "total" else reply.available
+    return {k: v for k, v in out.items() if v}
+
+
+def cluster_resources() -> dict[str, float]:
+    return _resources("total")
+
+
+def available_resources() -> dict[str, float]:
+    return _resources("available")
+
+
+def remote(*args: Any, **kwargs: Any) -> Any:
+    """@remote or @remote(**options) on a function (classes come with the actor issue)."""
+    from asyncray.remote_function import RemoteFunction
+
+    def make(target: Any, options: dict[str, Any]) -> Any:
+        if inspect.isclass(target):
+            raise NotImplementedError("actors (@remote on a class) are not supported by asyncray yet.")
+        if not callable(target):
+            raise TypeError(f"The @ray.remote decorator must be applied to a function or a class, got {target!r}.")
+        return RemoteFunction(target, options)
+
+    if len(args) == 1 and not kwargs and callable(args[0]):
+        return make(args[0], {})
+    if args:
+        raise TypeError("The @ray.remote decorator takes either no arguments (@ray.remote) or keyword options "
+                        "only (@ray.remote(num_cpus=2)).")
+    return lambda target: make(target, kwargs)

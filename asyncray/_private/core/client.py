@@ -1,0 +1,702 @@
+"""CoreClient: what every driver and worker process runs to own objects and submit tasks.
+
+Threads: public calls (`submit_task`, `get`, `put`, ...) run in the caller's thread; sockets
+and all scheduling state belong to the runtime's loop thread, reached through
+`endpoint.call_threadsafe` (one wake-up per burst). The object table (`objects`) is shared and
+guarded by `lock`, so a `get` of a value that is already here, and a small `put`, never leave
+the caller's thread.
+
+Ownership: the process that submits a task or calls `put` owns the result. It keeps small
+values in `objects`; large ones live in the node's store and `objects` records where. Local
+ObjectRef instances count references (`add_ref`/`release_ref`); a task in flight keeps its
+argument refs alive by holding them. An owned object freed with a count of zero leaves the
+table and, if stored, the store. Known gap (see docs/architecture.md): an object whose ref was
+pickled into another process ("escaped") is kept until its owner exits, because the borrower
+protocol that would free it earlier is not built yet.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any, Callable
+
+from asyncray._private import ids, protocol as p, serialization
+from asyncray._private.config import Config
+from asyncray._private.core.leases import Lease, ShapeQueue
+from asyncray._private.object_store import segments
+from asyncray._private.transport.sockets import Endpoint, Peer
+
+logger = logging.getLogger(__name__)
+
+PENDING = None
+
+
+class _Dep:
+    """Placeholder for a top-level ObjectRef argument, replaced by its value in the worker."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self):
+        return _Dep, (self.index,)
+
+
+class Entry:
+    __slots__ = ("payload", "callbacks", "owned")
+
+    def __init__(self, owned: bool) -> None:
+        self.payload: list | None = PENDING
+        self.callbacks: list[Callable[[list], None]] | None = None
+        self.owned = owned
+
+
+class TaskSpec:
+    __slots__ = ("task_id", "name", "fn_id", "fn_blob", "args_blob", "dep_refs", "dep_payloads", "num_returns",
+                 "return_ids", "queue_key", "shape", "runtime_env", "retries_left", "retry_exceptions",
+                 "single", "waiting", "pushed_at", "cpus", "max_calls")
+
+
+class FunctionDescriptor:
+    """A remote function as the client sees it: pickled once per process, sent once per worker."""
+
+    __slots__ = ("fn_id", "blob", "name")
+
+    def __init__(self, fn: Callable) -> None:
+        self.blob = serialization.dumps_function(fn)
+        self.fn_id = ids.random_id(16)
+        self.name = getattr(fn, "__qualname__", getattr(fn, "__name__", "task"))
+
+
+class CoreClient:
+    def __init__(self, loop: asyncio.AbstractEventLoop, endpoint: Endpoint, *, config: Config, session: str,
+                 node_address: str, job_id: int, address: str, driver_address: str,
+                 worker_id: bytes | None = None) -> None:
+        self.loop = loop
+        self.endpoint = endpoint
+        self.config = config
+        self.session = session
+        self.node_address = node_address
+        self.job_id = job_id
+        self.address = address
+        self.driver_address = driver_address
+        self.worker_id = worker_id
+        self.task_ids = ids.TaskIdGenerator(ids.job_id_from_int(job_id))
+        self.lock = threading.Lock()
+        self.objects: dict[bytes, Entry] = {}
+        self.refcounts: dict[bytes, int] = {}
+        self.escaped: set[bytes] = set()
+        self._released: deque[bytes] = deque()
+        self._release_wakeup = False
+        self._to_free: list[bytes] = []
+        self.mappings = segments.MappingCache()
+        self._req_ids = itertools.count(1)
+        self._requests: dict[int, Callable[[Any], None]] = {}
+        self._queues: dict[tuple, ShapeQueue] = {}
+        self._lease_of_request: dict[int, ShapeQueue] = {}
+        self._task_lease: dict[bytes, tuple[ShapeQueue, Lease]] = {}
+        self._fetching: set[bytes] = set()
+        self._borrower_waits: dict[bytes, list[tuple[Peer, int]]] = {}
+        self.closed = False
+        # Hooks a worker sets so the node can lend its CPU while it blocks in get.
+        self.on_block: Callable[[], None] | None = None
+        self.on_unblock: Callable[[], None] | None = None
+
+    # ====================================================================== references
+    def add_ref(self, oid: bytes) -> None:
+        with self.lock:
+            self.refcounts[oid] = self.refcounts.get(oid, 0) + 1
+
+    def release_ref(self, oid: bytes) -> None:
+        # May run in any thread, inside the GC: no locks, just a queue and one wake-up.
+        self._released.append(oid)
+        if not self._release_wakeup and not self.closed:
+            self._release_wakeup = True
+            self.endpoint.call_threadsafe(self._process_releases)
+
+    def _process_releases(self) -> None:
+        self._release_wakeup = False
+        released = self._released
+        to_free = self._to_free
+        with self.lock:
+            while released:
+                oid = released.popleft()
+                n = self.refcounts.get(oid, 0) - 1
+                if n > 0:
+                    self.refcounts[oid] = n
+                    continue
+                self.refcounts.pop(oid, None)
+                if oid in self.escaped:
+                    continue
+                entry = self.objects.get(oid)
+                if entry is None or entry.payload is PENDING:
+                    continue  # a pending result with no refs left is dropped when it arrives
+                del self.objects[oid]
+                if entry.owned and entry.payload[0] == p.SHM:
+                    to_free.append(oid)
+        if to_free:
+            self._to_free = []
+            self.endpoint.send(self.node_address, p.FreeObjects(to_free))
+
+    def object_count(self) -> int:
+        with self.lock:
+            return len(self.objects)
+
+    # ====================================================================== results
+    def _set_payload(self, oid: bytes, payload: list) -> None:
+        """Loop thread: an object became available; wake whoever waits for it."""
+        with self.lock:
+            entry = self.objects.get(oid)
+            if entry is None:
+                if oid not in self.refcounts:
+                    # Nobody holds a ref any more: free the stored copy straight away.
+                    if payload[0] == p.SHM:
+                        self.endpoint.send(self.node_address, p.FreeObjects([oid]))
+                    return
+                entry = self.objects[oid] = Entry(owned=True)
+            entry.payload = payload
+            callbacks, entry.callbacks = entry.callbacks, None
+            if oid not in self.refcounts and oid not in self.escaped:
+                del self.objects[oid]
+                if entry.owned and payload[0] == p.SHM:
+                    self.endpoint.send(self.node_address, p.FreeObjects([oid]))
+        if callbacks:
+            for cb in callbacks:
+                cb(payload)
+        waits = self._borrower_waits.pop(oid, None)
+        if waits:
+            for peer, req_id in waits:
+                peer.answer(p.ObjectReply(req_id, payload))
+
+    def _when_ready(self, ref: Any, cb: Callable[[list], None]) -> None:
+        """Call cb(payload) once the object is available (maybe now, in this thread)."""
+        oid = ref._id
+        with self.lock:
+            entry = self.objects.get(oid)
+            if entry is None:
+                entry = self.objects[oid] = Entry(owned=False)
+            payload = entry.payload
+            if payload is PENDING:
+                if entry.callbacks is None:
+                    entry.callbacks = [cb]
+                else:
+                    entry.callbacks.append(cb)
+                fetch = not entry.owned and oid not in self._fetching
+            else:
+                fetch = False
+        if payload is not PENDING:
+            cb(payload)
+        elif fetch:
+            self.endpoint.call_threadsafe(self._fetch, oid, ref._owner)
+
+    def _fetch(self, oid: bytes, owner: str) -> None:
+        """Loop thread: ask a ref's owner for the value (we are a borrower)."""
+        if oid in self._fetching:
+            return
+        self._fetching.add(oid)
+
+        def done(msg: p.ObjectReply) -> None:
+            self._fetching.discard(oid)
+            self._set_payload(oid, msg.payload)
+
+        self._request(owner, lambda rid: p.GetObject(rid, oid), done, owner_failed=lambda err: done(
+            p.ObjectReply(0, self._error_payload(err))))
+
+    def on_get_object(self, msg: p.GetObject, peer: Peer) -> None:
+        """A borrower asks for one of our objects."""
+        with self.lock:
+            entry = self.objects.get(msg.object_id)
+            payload = entry.payload if entry is not None else None
+        if payload is not None:
+            peer.answer(p.ObjectReply(msg.req_id, payload))
+        elif entry is not None:
+            self._borrower_waits.setdefault(msg.object_id, []).append((peer, msg.req_id))
+        else:
+            from asyncray.exceptions import ObjectFreedError
+
+            err = ObjectFreedError(msg.object_id.hex())
+            peer.answer(p.ObjectReply(msg.req_id, self._error_payload(err)))
+
+    @staticmethod
+    def _error_payload(exc: BaseException) -> list:
+        return [p.ERROR, serialization.dumps_exception(exc)]
+
+    # ====================================================================== requests
+    def _request(self, address: str, make: Callable[[int], Any], on_reply: Callable[[Any], None],
+                 owner_failed: Callable[[BaseException], None] | None = None) -> None:
+        rid = next(self._req_ids)
+        self._requests[rid] = on_reply
+        self.endpoint.send(address, make(rid))
+
+    def on_reply(self, msg: Any, peer: Peer) -> None:
+        cb = self._requests.pop(msg.req_id, None)
+        if cb is not None:
+            cb(msg)
+        elif type(msg) is p.LeaseGranted:  # granted after we cancelled the request: give it back
+            self.endpoint.send(self.node_address, p.ReturnLease(msg.lease_id, False))
+
+    def call(self, address: str, make: Callable[[int], Any], timeout: float | None = None) -> Any:
+        """Any thread but the loop's: send a request and wait for its reply."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self.endpoint.call_threadsafe(self._request, address, make, fut.set_result)
+        return fut.result(timeout)
+
+    # ====================================================================== get
+    def payloads(self, refs: list, timeout: float | None) -> list[list]:
+        """Caller's thread: the payloads of `refs`, waiting up to `timeout` seconds."""
+        out: list[list | None] = [None] * len(refs)
+        missing = []
+        objects = self.objects
+        for i, ref in enumerate(refs):
+            entry = objects.get(ref._id)
+            if entry is not None and entry.payload is not PENDING:
+                out[i] = entry.payload
+            else:
+                missing.append(i)
+        if not missing:
+            return out  # type: ignore[return-value]
+        done = threading.Event()
+        left = [len(missing)]
+        lock = threading.Lock()
+
+        def make_cb(i: int) -> Callable[[list], None]:
+            def cb(payload: list) -> None:
+                out[i] = payload
+                with lock:
+                    left[0] -= 1
+                    if left[0] == 0:
+                        done.set()
+            return cb
+
+        for i in missing:
+            self._when_ready(refs[i], make_cb(i))
+        if not done.is_set():
+            blocked = self.on_block is not None
+            if blocked:
+                self.on_block()
+            try:
+                if not done.wait(timeout):
+                    from asyncray.exceptions import GetTimeoutError
+
+                    raise GetTimeoutError(
+                        f"Get timed out: {left[0]} of {len(refs)} object(s) not ready after {timeout} s "
+                        f"(first: {refs[missing[0]].hex()}).")
+            finally:
+                if blocked:
+                    self.on_unblock()
+        return out  # type: ignore[return-value]
+
+    def value(self, payload: list) -> Any:
+        kind = payload[0]
+        if kind == p.INLINE:
+            return serialization.deserialize(payload[1])
+        if kind == p.SHM:
+            base = self.mappings.base(payload[1])
+            return serialization.deserialize(memoryview(base))
+        exc = serialization.deserialize_exception(payload[1])
+        raise exc
+
+    def get(self, refs: list, timeout: float | None) -> list:
+        return [self.value(pl) for pl in self.payloads(refs, timeout)]
+
+    async def get_async(self, refs: list, timeout: float | None, single: bool = False) -> Any:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        out: list[Any] = [None] * len(refs)
+        left = [len(refs)]
+
+        def on_payload(i: int, payload: list) -> None:
+            out[i] = payload
+            left[0] -= 1
+            if left[0] == 0 and not fut.done():
+                fut.set_result(None)
+
+        for i, ref in enumerate(refs):
+            entry = self.objects.get(ref._id)
+            if entry is not None and entry.payload is not PENDING:
+                on_payload(i, entry.payload)
+            else:
+                self._when_ready(ref, lambda pl, i=i: loop.call_soon_threadsafe(on_payload, i, pl))
+        if not refs:
+            fut.set_result(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except asyncio.TimeoutError:
+            from asyncray.exceptions import GetTimeoutError
+
+            raise GetTimeoutError(f"Get timed out: {left[0]} of {len(refs)} object(s) not ready after {timeout} s.")
+        values = [self.value(pl) for pl in out]
+        return values[0] if single else values
+
+    def future(self, ref: Any) -> concurrent.futures.Future:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+
+        def cb(payload: list) -> None:
+            try:
+                fut.set_result(self.value(payload))
+            except BaseException as e:  # the task's error
+                fut.set_exception(e)
+
+        self._when_ready(ref, cb)
+        return fut
+
+    def ready_now(self, ref: Any) -> bool:
+        entry = self.objects.get(ref._id)
+        return entry is not None and entry.payload is not PENDING
+
+    # ====================================================================== put
+    def put(self, value: Any) -> Any:
+        from asyncray.object_ref import ObjectRef
+
+        oid = ids.object_id(self.task_ids.next_task_id(), 0)
+        ser = serialization.serialize(value)
+        self._mark_escaped(ser.refs)
+        payload = self._store_serialized(oid, ser)
+        entry = Entry(owned=True)
+        entry.payload = payload
+        with self.lock:
+            self.objects[oid] = entry
+        return ObjectRef(oid, self.address, self)
+
+    def _store_serialized(self, oid: bytes, ser: serialization.Serialized, owner: str | None = None) -> list:
+        """Small values travel inline; large ones go to the node's store (any thread but the loop's)."""
+        if ser.size <= self.config.inline_limit:
+            return [p.INLINE, ser.to_bytes()]
+        owner = owner or self.address
+        reply = self.call(self.node_address, lambda rid: p.CreateObject(rid, oid, ser.size, owner))
+        if reply.error is not None:
+            raise serialization.deserialize_exception(reply.error)
+        segments.write(reply.segment, ser.chunks(), ser.size)
+        self.endpoint.call_threadsafe(self.endpoint.send, self.node_address, p.SealObject(oid))
+        return [p.SHM, reply.segment, ser.size, b""]
+
+    def _mark_escaped(self, refs: list) -> None:
+        if refs:
+            with self.lock:
+                for r in refs:
+                    self.escaped.add(r._id)
+
+    # ====================================================================== submit
+    def submit_task(self, fn: FunctionDescriptor, args: tuple, kwargs: dict, *, num_returns: int,
+                    shape: dict[str, float], runtime_env: Any, max_retries: int, retry_exceptions: Any,
+                    max_calls: int, name: str | None = None) -> list:
+        from asyncray.object_ref import ObjectRef
+
+        spec = TaskSpec()
+        spec.task_id = task_id = self.task_ids.next_task_id()
+        spec.name = name or fn.name
+        spec.fn_id = fn.fn_id
+        spec.fn_blob = fn.blob
+        spec.args_blob, spec.dep_refs = self._serialize_args(args, kwargs)
+        spec.num_returns = num_returns
+        spec.return_ids = [ids.object_id(task_id, i + 1) for i in range(max(num_returns, 1))]
+        spec.shape = shape
+        spec.cpus = shape.get("CPU", 0.0)
+        spec.runtime_env = runtime_env
+        spec.queue_key = (tuple(sorted(shape.items())), repr(runtime_env), max_calls > 0)
+        spec.retries_left = max_retries
+        spec.retry_exceptions = retry_exceptions
+        spec.single = single = max_calls > 0
+        spec.max_calls = max_calls
+        spec.dep_payloads = None
+        with self.lock:
+            for rid in spec.return_ids:
+                self.objects[rid] = Entry(owned=True)
+        refs = [ObjectRef(rid, self.address, self) for rid in spec.return_ids]
+        self.endpoint.call_threadsafe(self._submit, spec)
+        return refs
+
+    def _serialize_args(self, args: tuple, kwargs: dict) -> tuple[bytes, list]:
+        from asyncray.object_ref import ObjectRef
+
+        deps: list = []
+        if any(type(a) is ObjectRef for a in args) or any(type(v) is ObjectRef for v in kwargs.values()):
+            def sub(a: Any) -> Any:
+                if type(a) is ObjectRef:
+                    deps.append(a)
+                    return _Dep(len(deps) - 1)
+                return a
+
+            args = tuple(sub(a) for a in args)
+            kwargs = {k: sub(v) for k, v in kwargs.items()}
+        try:
+            ser = serialization.serialize((args, kwargs))
+        except TypeError:
+            self._raise_arg_error(args, kwargs)
+            raise
+        if ser.size > self.config.inline_limit:
+            # Large values go to the store once and travel as refs, as in Ray.
+            def big(a: Any) -> Any:
+                if type(a) is _Dep:
+                    return a
+                s = serialization.serialize(a)
+                if s.size > self.config.inline_limit // 4:
+                    deps.append(self.put(a))
+                    return _Dep(len(deps) - 1)
+                return a
+
+            args = tuple(big(a) for a in args)
+            kwargs = {k: big(v) for k, v in kwargs.items()}
+            ser = serialization.serialize((args, kwargs))
+        self._mark_escaped(ser.refs)
+        return ser.to_bytes(), deps
+
+    @staticmethod
+    def _raise_arg_error(args: tuple, kwargs: dict) -> None:
+        for i, a in enumerate(args):
+            try:
+                serialization.serialize(a)
+            except TypeError as e:
+                raise TypeError(f"Argument {i} of the remote call cannot be serialized: {e}") from None
+        for k, v in kwargs.items():
+            try:
+                serialization.serialize(v)
+            except TypeError as e:
+                raise TypeError(f"Keyword argument {k!r} of the remote call cannot be serialized: {e}") from None
+
+    # -- loop thread from here on ------------------------------------------------------------
+    def _submit(self, spec: TaskSpec) -> None:
+        deps = spec.dep_refs
+        if not deps:
+            spec.dep_payloads = []
+            self._enqueue(spec)
+            return
+        spec.dep_payloads = [None] * len(deps)
+        spec.waiting = len(deps)
+
+        def make_cb(i: int) -> Callable[[list], None]:
+            def cb(payload: list) -> None:
+                spec.dep_payloads[i] = payload
+                spec.waiting -= 1
+                if spec.waiting == 0:
+                    self._deps_ready(spec)
+            return cb
+
+        for i, ref in enumerate(deps):
+            self._when_ready(ref, make_cb(i))
+
+    def _deps_ready(self, spec: TaskSpec) -> None:
+        for payload in spec.dep_payloads:
+            if payload[0] == p.ERROR:  # an upstream failure fails this task without running it
+                for rid in spec.return_ids:
+                    self._set_payload(rid, payload)
+                return
+        self._enqueue(spec)
+
+    def _enqueue(self, spec: TaskSpec, front: bool = False) -> None:
+        q = self._queues.get(spec.queue_key)
+        if q is None:
+            q = self._queues[spec.queue_key] = ShapeQueue(spec.queue_key, spec.shape, spec.runtime_env, spec.single)
+        if front:
+            q.pending.appendleft(spec)
+        else:
+            q.pending.append(spec)
+        self._pump(q)
+
+    def _pump(self, q: ShapeQueue) -> None:
+        cfg = self.config
+        depth = q.depth(cfg.lease_pipeline_depth)
+        for lease in q.leases.values():
+            if not q.pending:
+                break
+            if lease.dead:
+                continue
+            while q.pending and len(lease.in_flight) < depth:
+                self._push(q, lease, q.pending.popleft())
+            if lease.linger is not None and lease.in_flight:
+                lease.linger.cancel()
+                lease.linger = None
+        for _ in range(q.wanted_requests(cfg.lease_pipeline_depth, cfg.max_leases_per_shape)):
+            rid = next(self._req_ids)
+            q.requests.add(rid)
+            self._lease_of_request[rid] = q
+            self._requests[rid] = self._on_lease_reply
+            self.endpoint.send(self.node_address, p.RequestLease(rid, q.shape, self.job_id, q.runtime_env))
+        if not q.pending and q.requests:
+            for rid in q.requests:
+                self._requests.pop(rid, None)
+                self._lease_of_request.pop(rid, None)
+                self.endpoint.send(self.node_address, p.CancelLeaseRequest(rid))
+            q.requests.clear()
+
+    def _on_lease_reply(self, msg: Any) -> None:
+        q = self._lease_of_request.pop(msg.req_id, None)
+        if q is None:
+            return
+        q.requests.discard(msg.req_id)
+        if isinstance(msg, p.LeaseFailed):
+            err = serialization.deserialize_exception(msg.error)
+            while q.pending:
+                spec = q.pending.popleft()
+                for rid in spec.return_ids:
+                    self._set_payload(rid, self._error_payload(err))
+            return
+        lease = Lease(msg.lease_id, msg.worker_id, msg.worker_address)
+        q.leases[lease.lease_id] = lease
+        if not q.pending:
+            self._return_lease(q, lease)
+            return
+        self._pump(q)
+
+    def _push(self, q: ShapeQueue, lease: Lease, spec: TaskSpec) -> None:
+        blob = None
+        if spec.fn_id not in lease.fns_sent:
+            lease.fns_sent.add(spec.fn_id)
+            blob = spec.fn_blob
+        lease.in_flight[spec.task_id] = spec
+        self._task_lease[spec.task_id] = (q, lease)
+        spec.pushed_at = time.perf_counter()
+        self.endpoint.send(lease.address, p.PushTask(
+            spec.task_id, spec.name, spec.fn_id, blob, spec.args_blob, spec.dep_payloads, spec.num_returns,
+            self.job_id, self.address, self.driver_address, spec.cpus, spec.max_calls))
+
+    def on_task_reply(self, msg: p.TaskReply, peer: Peer) -> None:
+        found = self._task_lease.pop(msg.task_id, None)
+        if found is None:
+            return
+        q, lease = found
+        spec = lease.in_flight.pop(msg.task_id)
+        q.record_duration(time.perf_counter() - spec.pushed_at)
+        if msg.app_error and spec.retries_left > 0 and self._retryable(spec, msg):
+            spec.retries_left -= 1
+            self._enqueue(spec, front=True)
+        else:
+            for rid, payload in zip(spec.return_ids, msg.returns):
+                self._set_payload(rid, payload)
+        if msg.worker_exiting:
+            lease.dead = True
+            q.leases.pop(lease.lease_id, None)
+            for t in list(lease.in_flight):  # never started there: run them elsewhere
+                self._task_lease.pop(t, None)
+                self._enqueue(lease.in_flight.pop(t), front=True)
+        self._pump(q)
+        if not lease.in_flight and not q.pending and not lease.dead and lease.linger is None:
+            lease.linger = self.loop.call_later(self.config.lease_linger_s, self._linger_over, q, lease)
+
+    def _retryable(self, spec: TaskSpec, msg: p.TaskReply) -> bool:
+        rule = spec.retry_exceptions
+        if rule is True:
+            return True
+        if not rule:
+            return False
+        try:
+            exc = serialization.deserialize_exception(msg.returns[0][1])
+        except Exception:
+            return False
+        cause = getattr(exc, "cause", exc)
+        return isinstance(cause, tuple(rule))
+
+    def _linger_over(self, q: ShapeQueue, lease: Lease) -> None:
+        lease.linger = None
+        if not lease.in_flight and not lease.dead and lease.lease_id in q.leases:
+            self._return_lease(q, lease)
+
+    def _return_lease(self, q: ShapeQueue, lease: Lease) -> None:
+        q.leases.pop(lease.lease_id, None)
+        self.endpoint.send(self.node_address, p.ReturnLease(lease.lease_id, False))
+
+    def on_lease_worker_died(self, msg: p.LeaseWorkerDied, peer: Peer) -> None:
+        from asyncray.exceptions import WorkerCrashedError
+
+        for q in self._queues.values():
+            lease = q.leases.pop(msg.lease_id, None)
+            if lease is None:
+                continue
+            lease.dead = True
+            if lease.linger is not None:
+                lease.linger.cancel()
+            for task_id, spec in list(lease.in_flight.items()):
+                self._task_lease.pop(task_id, None)
+                if spec.retries_left != 0:
+                    spec.retries_left -= 1
+                    self._enqueue(spec, front=True)
+                else:
+                    err = WorkerCrashedError(
+                        f"The worker running task {spec.name} ({task_id.hex()}) died unexpectedly: {msg.reason}. "
+                        "It was retried as many times as max_retries allows.")
+                    for rid in spec.return_ids:
+                        self._set_payload(rid, self._error_payload(err))
+            lease.in_flight.clear()
+            self._pump(q)
+            return
+
+    # ====================================================================== wait
+    def wait(self, refs: list, num_returns: int, timeout: float | None, fetch_local: bool) -> tuple[list, list]:
+        ready_ids: set[bytes] = set()
+        done = threading.Event()
+        lock = threading.Lock()
+
+        def make_cb(ref: Any) -> Callable[[list], None]:
+            def cb(_payload: list) -> None:
+                with lock:
+                    ready_ids.add(ref._id)
+                    if len(ready_ids) >= num_returns:
+                        done.set()
+            return cb
+
+        for ref in refs:
+            if self.ready_now(ref):
+                ready_ids.add(ref._id)
+        if len(ready_ids) < num_returns:
+            for ref in refs:
+                if ref._id not in ready_ids:
+                    self._when_ready(ref, make_cb(ref))
+            if len(ready_ids) < num_returns and timeout != 0:
+                blocked = self.on_block is not None
+                if blocked:
+                    self.on_block()
+                try:
+                    done.wait(timeout)
+                finally:
+                    if blocked:
+                        self.on_unblock()
+        with lock:
+            snapshot = set(ready_ids)
+        ready, not_ready = [], []
+        for ref in refs:
+            if ref._id in snapshot and len(ready) < num_returns:
+                ready.append(ref)
+            else:
+                not_ready.append(ref)
+        return ready, not_ready
+
+    async def wait_async(self, refs: list, num_returns: int, timeout: float | None) -> tuple[list, list]:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        ready_ids: set[bytes] = set()
+
+        def on_ready(oid: bytes) -> None:
+            ready_ids.add(oid)
+            if len(ready_ids) >= num_returns and not fut.done():
+                fut.set_result(None)
+
+        for ref in refs:
+            if self.ready_now(ref):
+                ready_ids.add(ref._id)
+        if len(ready_ids) < num_returns:
+            for ref in refs:
+                if ref._id not in ready_ids:
+                    self._when_ready(ref, lambda _pl, oid=ref._id: loop.call_soon_threadsafe(on_ready, oid))
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), timeout)
+            except asyncio.TimeoutError:
+                pass
+        snapshot = set(ready_ids)
+        ready = [r for r in refs if r._id in snapshot][:num_returns]
+        chosen = {r._id for r in ready}
+        return ready, [r for r in refs if r._id not in chosen]
+
+    # ====================================================================== teardown
+    def close(self) -> None:
+        self.closed = True
+
+    def set_job(self, job_id: int) -> None:
+        if job_id != self.job_id:
+            self.job_id = job_id
+            self.task_ids = ids.TaskIdGenerator(ids.job_id_from_int(job_id))

@@ -1,0 +1,63 @@
+"""Worker leases held by one owner, per resource shape, and the tasks pushed through them.
+
+An owner asks its node manager for a lease for a shape, then pushes tasks of that shape straight
+to the leased worker, several in flight when tasks are short (pipelining), one at a time when
+they are long (so long tasks spread over every worker the node grants). A lease is returned
+when the shape's queue has been empty for `lease_linger_s`, so a script calling
+`get(f.remote())` in a loop keeps its worker instead of paying a lease round trip per task.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+
+class Lease:
+    __slots__ = ("lease_id", "worker_id", "address", "in_flight", "fns_sent", "linger", "dead")
+
+    def __init__(self, lease_id: int, worker_id: bytes, address: str) -> None:
+        self.lease_id = lease_id
+        self.worker_id = worker_id
+        self.address = address
+        self.in_flight: dict[bytes, Any] = {}  # task id -> spec
+        self.fns_sent: set[bytes] = set()
+        self.linger: Any = None  # TimerHandle of a pending return
+        self.dead = False
+
+
+class ShapeQueue:
+    """Tasks of one (resources, runtime_env) shape waiting for, or running on, leased workers."""
+
+    __slots__ = ("key", "shape", "runtime_env", "pending", "leases", "requests", "avg_s", "single")
+
+    def __init__(self, key: tuple, shape: dict[str, float], runtime_env: Any, single: bool) -> None:
+        self.key = key
+        self.shape = shape
+        self.runtime_env = runtime_env
+        self.pending: deque = deque()
+        self.leases: dict[int, Lease] = {}
+        self.requests: set[int] = set()  # lease request ids not yet granted
+        # Moving average of a task's round trip; decides pipelining. Unknown until the first
+        # reply, and until then tasks go one per worker, so long tasks spread out.
+        self.avg_s: float | None = None
+        # max_calls tasks: one call per push, the worker may exit after it.
+        self.single = single
+
+    def depth(self, pipeline_depth: int) -> int:
+        if self.single or self.avg_s is None or self.avg_s > 0.002:
+            return 1
+        return pipeline_depth
+
+    def record_duration(self, seconds: float) -> None:
+        self.avg_s = seconds if self.avg_s is None else 0.8 * self.avg_s + 0.2 * seconds
+
+    def wanted_requests(self, pipeline_depth: int, max_leases: int) -> int:
+        """How many more leases to ask for, given the backlog."""
+        if not self.pending:
+            return 0
+        room = sum(max(self.depth(pipeline_depth) - len(ls.in_flight), 0) for ls in self.leases.values())
+        backlog = len(self.pending) - room
+        if backlog <= 0:
+            return 0
+        have = len(self.leases) + len(self.requests)
+        return max(0, min(backlog, max_leases - have))

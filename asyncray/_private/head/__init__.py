@@ -1,0 +1,1 @@
+"""The head process: the cluster tables (GCS) and their SQLite snapshot."""

@@ -1,0 +1,350 @@
+"""The node manager process: owns the node's resources, worker pool and object store.
+
+It is *not* on the path of tasks: an owner asks it for a worker lease for a resource shape,
+then pushes tasks straight to the leased worker. It sees one RequestLease per worker an owner
+needs, ReturnLease when the owner's queue drains, and the object store's create/free traffic.
+
+Resource handling: resources are held by leases; a worker blocked in `get` lends its CPUs
+back until it unblocks (so nested tasks cannot deadlock the node).
+Error handling: a worker's death (reported by the template) releases its lease's resources and
+tells the lease holder, which retries or fails the tasks it had pushed; an owner's death (its
+pid watched through a pidfd, or its worker exit) cancels its requests, kills its leased workers
+and frees its objects. EOF on the liveness pipe from our parent stops the node.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from asyncray._private import process, protocol as p
+from asyncray._private.ids import random_id
+from asyncray._private.node.resources import ResourcePool, to_units
+from asyncray._private.node.scheduler import LeaseRequest, LeaseScheduler
+from asyncray._private.node.worker_pool import PRESTARTED, WorkerPool, WorkerRecord, env_key
+from asyncray._private.object_store import segments
+from asyncray._private.object_store.store import ObjectStore, StoreFull
+from asyncray._private.transport.sockets import Endpoint, Peer
+
+logger = logging.getLogger("asyncray.node")
+
+
+class Lease:
+    __slots__ = ("lease_id", "owner", "worker", "units", "lent")
+
+    def __init__(self, lease_id: int, owner: bytes, worker: WorkerRecord, units: dict[str, int]) -> None:
+        self.lease_id = lease_id
+        self.owner = owner
+        self.worker = worker
+        self.units = units
+        self.lent: dict[str, int] = {}  # CPUs lent back while the worker is blocked in get
+
+
+class NodeManager:
+    def __init__(self, args: dict, loop: asyncio.AbstractEventLoop) -> None:
+        self.args = args
+        self.loop = loop
+        self.session = args["session"]
+        self.session_dir = args["session_dir"]
+        self.config = args["config"]
+        self.node_id = bytes.fromhex(args["node_id"])
+        self.stopped = asyncio.Event()
+        self.endpoint = Endpoint(loop, self.node_id, self.handle, on_unroutable=self._unroutable)
+        self.ipc_address = self.endpoint.bind(f"ipc://{self.session_dir}/node.sock")
+        self.tcp_address = self.endpoint.bind(f"tcp://{args.get('host', '127.0.0.1')}:*")
+        self.resources = dict(args["resources"])
+        self.scheduler = LeaseScheduler(ResourcePool(self.resources))
+        self.store = ObjectStore(int(args["object_store_memory"]))
+        self.leases: dict[int, Lease] = {}
+        self._lease_ids = itertools.count(1)
+        self.starting: dict[bytes, LeaseRequest] = {}  # worker being forked for this request
+        self.clients: dict[bytes, tuple[int, str, int]] = {}  # identity -> (pid, address, pidfd)
+        live_r, self._live_w = process.liveness_pipe()  # ties template and workers to us
+        self.pool = WorkerPool(self.session_dir, live_r, self._on_pool_event, loop,
+                               os.path.join(self.session_dir, "logs"), self.config)
+        os.close(live_r)
+        parent_live = args.get("liveness_fd")
+        if parent_live is not None:
+            loop.add_reader(parent_live, self._parent_gone)
+        self._handlers = {
+            p.RegisterWorker: self.on_register_worker,
+            p.RegisterClient: self.on_register_client,
+            p.RequestLease: self.on_request_lease,
+            p.CancelLeaseRequest: self.on_cancel_lease_request,
+            p.ReturnLease: self.on_return_lease,
+            p.WorkerBlocked: self.on_worker_blocked,
+            p.WorkerUnblocked: self.on_worker_unblocked,
+            p.CreateObject: self.on_create_object,
+            p.SealObject: self.on_seal_object,
+            p.FreeObjects: self.on_free_objects,
+            p.GetResources: self.on_get_resources,
+            p.ShutdownNode: self.on_shutdown,
+            p.RegisterNodeReply: lambda msg, peer: None,
+        }
+        self.num_cpus = int(self.resources.get("CPU", 0))
+
+    # -- start-up ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.loop.run_in_executor(None, self.pool.wait_template, self.config["startup_timeout_s"])
+        for _ in range(max(self.num_cpus, 1)):
+            self._start_worker(PRESTARTED, None, None)
+        self.loop.call_later(1.0, self._reap_idle)
+
+    def _start_worker(self, key: str, job_id: int | None, runtime_env: Any) -> WorkerRecord:
+        wid = random_id()
+        return self.pool.start(wid, key, job_id, runtime_env, {
+            "node_id": self.node_id.hex(), "node_address": self.ipc_address, "session": self.session})
+
+    # -- dispatch --------------------------------------------------------------------------------
+    def handle(self, msg: Any, peer: Peer) -> None:
+        self._handlers[type(msg)](msg, peer)
+
+    def _unroutable(self, identity: bytes, msgs: list) -> None:
+        logger.info("peer %s is gone; dropped %d message(s) for it", identity.hex()[:12], len(msgs))
+
+    # -- workers ---------------------------------------------------------------------------------
+    def on_register_worker(self, msg: p.RegisterWorker, peer: Peer) -> None:
+        rec = self.pool.workers.get(msg.worker_id)
+        if rec is None:  # killed while starting
+            return
+        rec.registered = True
+        rec.address = msg.address
+        rec.pid = msg.pid
+        self.pool.by_pid[msg.pid] = rec
+        req = self.starting.pop(msg.worker_id, None)
+        if req is not None:
+            self._grant(req, rec)
+        else:
+            self.pool.push_idle(rec)
+            self._dispatch()
+
+    def _on_pool_event(self, ev: dict) -> None:
+        if ev["event"] == "template_exited":
+            if not self.stopped.is_set():
+                logger.error("the worker template exited; stopping the node")
+                self.loop.create_task(self.shutdown())
+            return
+        if ev["event"] != "exited" or not ev.get("worker_id"):
+            return
+        wid = bytes.fromhex(ev["worker_id"])
+        rec = self.pool.remove(wid)
+        if rec is None:
+            return
+        status = ev["status"]
+        reason = f"worker process {ev['pid']} exited with {'signal ' + str(-status) if status < 0 else 'code ' + str(status)}"
+        if rec.lease_id is not None:
+            lease = self.leases.pop(rec.lease_id)
+            self._release(lease)
+            self.endpoint.reply(lease.owner, p.LeaseWorkerDied(lease.lease_id, reason))
+        req = self.starting.pop(wid, None)
+        if req is not None:  # died before registering: give the request back to the queue
+            self.scheduler.pool.release(req.units)
+            self.scheduler.submit(req)
+        self._owner_gone(wid, rec.address)
+        self._dispatch()
+
+    # -- leases ----------------------------------------------------------------------------------
+    def on_request_lease(self, msg: p.RequestLease, peer: Peer) -> None:
+        shape = {k: float(v) for k, v in msg.shape.items()}
+        req = LeaseRequest(msg.req_id, peer.identity, shape, {}, msg.job_id, msg.runtime_env)
+        self.scheduler.submit(req)
+        for bad in self.scheduler.newly_infeasible():
+            missing = self.scheduler.pool.missing(bad.units)
+            logger.warning("a task needs %s but this node has %s: it stays pending until a node that fits joins",
+                           bad.shape, self.resources)
+            _ = missing
+        self._dispatch()
+
+    def on_cancel_lease_request(self, msg: p.CancelLeaseRequest, peer: Peer) -> None:
+        self.scheduler.cancel(peer.identity, msg.req_id)
+
+    def _dispatch(self) -> None:
+        for req in self.scheduler.dispatch():
+            key = env_key(req.job_id, req.runtime_env)
+            rec = self.pool.pop_idle(key, claim_prestarted=req.runtime_env is None)
+            if rec is not None:
+                self._grant(req, rec)
+            else:
+                rec = self._start_worker(key, req.job_id, req.runtime_env)
+                self.starting[rec.worker_id] = req
+
+    def _grant(self, req: LeaseRequest, rec: WorkerRecord) -> None:
+        lease = Lease(next(self._lease_ids), req.owner, rec, req.units)
+        if req.owner not in self.clients and req.owner not in self.pool.workers:
+            # The owner vanished while we forked for it.
+            self.scheduler.pool.release(req.units)
+            self.pool.push_idle(rec)
+            return
+        self.leases[lease.lease_id] = lease
+        rec.lease_id = lease.lease_id
+        self.endpoint.reply(req.owner, p.LeaseGranted(req.req_id, lease.lease_id, rec.worker_id, rec.address))
+
+    def _release(self, lease: Lease) -> None:
+        units = dict(lease.units)
+        for k, v in lease.lent.items():
+            units[k] -= v
+        self.scheduler.pool.release(units)
+
+    def on_return_lease(self, msg: p.ReturnLease, peer: Peer) -> None:
+        lease = self.leases.pop(msg.lease_id, None)
+        if lease is None:
+            return
+        self._release(lease)
+        rec = lease.worker
+        if msg.kill_worker or rec.worker_id not in self.pool.workers:
+            rec.lease_id = None
+            self.pool.kill(rec)
+        else:
+            self.pool.push_idle(rec)
+        self._dispatch()
+
+    def on_worker_blocked(self, msg: p.WorkerBlocked, peer: Peer) -> None:
+        rec = self.pool.workers.get(msg.worker_id)
+        if rec is None or rec.lease_id is None or rec.blocked:
+            return
+        rec.blocked = True
+        lease = self.leases[rec.lease_id]
+        lease.lent = {k: v for k, v in lease.units.items() if k == "CPU"}
+        self.scheduler.pool.release(lease.lent)
+        self._dispatch()
+
+    def on_worker_unblocked(self, msg: p.WorkerUnblocked, peer: Peer) -> None:
+        rec = self.pool.workers.get(msg.worker_id)
+        if rec is None or not rec.blocked:
+            return
+        rec.blocked = False
+        lease = self.leases.get(rec.lease_id) if rec.lease_id is not None else None
+        if lease is not None:
+            # May oversubscribe briefly, as in Ray: the task needs its CPU back to go on.
+            self.scheduler.pool.acquire(lease.lent)
+            lease.lent = {}
+
+    def _reap_idle(self) -> None:
+        if self.stopped.is_set():
+            return
+        for rec in self.pool.stale_idle(self.num_cpus, self.config["idle_worker_timeout_s"]):
+            self.pool.remove(rec.worker_id)
+            self.pool.kill(rec)
+        self.loop.call_later(1.0, self._reap_idle)
+
+    # -- clients (drivers) -----------------------------------------------------------------------
+    def on_register_client(self, msg: p.RegisterClient, peer: Peer) -> None:
+        pidfd = -1
+        try:
+            pidfd = os.pidfd_open(msg.pid)
+            self.loop.add_reader(pidfd, self._client_died, peer.identity)
+        except (AttributeError, OSError):
+            pass
+        self.clients[peer.identity] = (msg.pid, msg.address, pidfd)
+        total = self.store.capacity
+        peer.answer(p.RegisterClientReply(msg.req_id, self.node_id, total))
+
+    def _client_died(self, identity: bytes) -> None:
+        pid, address, pidfd = self.clients.pop(identity, (0, "", -1))
+        if pidfd >= 0:
+            self.loop.remove_reader(pidfd)
+            os.close(pidfd)
+        self._owner_gone(identity, address)
+        self._dispatch()
+
+    def _owner_gone(self, identity: bytes, address: str) -> None:
+        self.scheduler.cancel_owner(identity)
+        for lease in [ls for ls in self.leases.values() if ls.owner == identity]:
+            del self.leases[lease.lease_id]
+            self._release(lease)
+            self.pool.remove(lease.worker.worker_id)
+            self.pool.kill(lease.worker)
+        if address:
+            for obj in self.store.free_owner(address):
+                segments.unlink(obj.segment)
+
+    # -- objects ---------------------------------------------------------------------------------
+    def on_create_object(self, msg: p.CreateObject, peer: Peer) -> None:
+        name = segments.segment_name(self.session, msg.object_id)
+        try:
+            self.store.reserve(msg.object_id, name, msg.size, msg.owner_address)
+        except StoreFull as full:
+            from asyncray._private.serialization import dumps_exception
+            from asyncray.exceptions import ObjectStoreFullError
+
+            err = ObjectStoreFullError(
+                f"{full} Tip: free objects you no longer need (drop their ObjectRefs), or start asyncray with a "
+                f"larger object_store_memory (now {self.store.capacity:,} bytes).")
+            peer.answer(p.CreateObjectReply(msg.req_id, None, dumps_exception(err)))
+            return
+        peer.answer(p.CreateObjectReply(msg.req_id, name, None))
+
+    def on_seal_object(self, msg: p.SealObject, peer: Peer) -> None:
+        self.store.seal(msg.object_id)
+
+    def on_free_objects(self, msg: p.FreeObjects, peer: Peer) -> None:
+        for oid in msg.object_ids:
+            obj = self.store.free(oid)
+            if obj is not None:
+                segments.unlink(obj.segment)
+
+    def on_get_resources(self, msg: p.GetResources, peer: Peer) -> None:
+        total, available = self.scheduler.pool.snapshot()
+        peer.answer(p.ResourcesReply(msg.req_id, total, available))
+
+    # -- stopping --------------------------------------------------------------------------------
+    def on_shutdown(self, msg: p.ShutdownNode, peer: Peer) -> None:
+        async def stop() -> None:
+            await self.shutdown()
+            peer.answer(p.ShutdownNodeReply(msg.req_id))
+            self.endpoint.flush()
+            self.stopped.set()
+
+        self.loop.create_task(stop())
+
+    def _parent_gone(self) -> None:
+        self.loop.remove_reader(self.args["liveness_fd"])
+        self.loop.create_task(self.shutdown(final=True))
+
+    async def shutdown(self, final: bool = False) -> None:
+        if getattr(self, "_shut", False):
+            if final:
+                self.stopped.set()
+            return
+        self._shut = True
+        self.pool.close()
+        os.close(self._live_w)
+        segments.unlink_session(self.session)
+        if final:
+            self.stopped.set()
+
+
+async def amain(args: dict) -> None:
+    loop = asyncio.get_running_loop()
+    node = NodeManager(args, loop)
+    await node.start()
+    if args.get("head_address"):
+        node.endpoint.send(args["head_address"], p.RegisterNode(
+            1, node.node_id, node.tcp_address + "|" + node.ipc_address, node.resources, os.getpid()))
+    process.report_ready(args, {"ipc": node.ipc_address, "tcp": node.tcp_address, "node_id": node.node_id.hex(),
+                                "pid": os.getpid()})
+    await node.stopped.wait()
+    await node.shutdown()
+    node.endpoint.close()
+
+
+def main() -> None:
+    args = json.loads(sys.argv[1])
+    process.set_parent_death_signal(args["parent_pid"])
+    logging.basicConfig(level=args.get("logging_level", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    loop = process.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(amain(args))
+    finally:
+        segments.unlink_session(args["session"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Resource arithmetic in fixed point: 1 unit = 1/10,000 of a resource, as Ray's precision.
+
+Pure: no I/O. A shape is what one lease or task needs ({"CPU": 1.0}); a ResourcePool is what a
+node has and what is free.
+"""
+from __future__ import annotations
+
+SCALE = 10_000
+
+
+def to_units(shape: dict[str, float]) -> dict[str, int]:
+    return {k: round(v * SCALE) for k, v in shape.items() if v}
+
+
+def from_units(units: dict[str, int]) -> dict[str, float]:
+    return {k: v / SCALE for k, v in units.items()}
+
+
+class ResourcePool:
+    def __init__(self, total: dict[str, float]) -> None:
+        self.total = to_units(total)
+        self.free = dict(self.total)
+
+    def feasible(self, need: dict[str, int]) -> bool:
+        """Could this ever fit on the node (ignoring what is in use)?"""
+        total = self.total
+        return all(total.get(k, 0) >= v for k, v in need.items())
+
+    def fits(self, need: dict[str, int]) -> bool:
+        free = self.free
+        return all(free.get(k, 0) >= v for k, v in need.items())
+
+    def acquire(self, need: dict[str, int]) -> None:
+        free = self.free
+        for k, v in need.items():
+            free[k] = free.get(k, 0) - v
+
+    def release(self, need: dict[str, int]) -> None:
+        free = self.free
+        for k, v in need.items():
+            free[k] = free.get(k, 0) + v
+
+    def missing(self, need: dict[str, int]) -> dict[str, float]:
+        return {k: v / SCALE for k, v in need.items() if self.total.get(k, 0) < v}
+
+    def snapshot(self) -> tuple[dict[str, float], dict[str, float]]:
+        return from_units(self.total), from_units({k: max(v, 0) for k, v in self.free.items()})

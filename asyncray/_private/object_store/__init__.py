@@ -1,0 +1,1 @@
+"""The node's shared-memory object store: segments and the store's bookkeeping."""

@@ -1,0 +1,282 @@
+"""Every message that crosses a process boundary, one record per message, grouped by peer.
+
+Conventions: requests carry `req_id` (unique per sender) and are answered by a `...Reply` with
+the same id; events are named in the past tense. Values travel as *payloads*:
+    [INLINE, bytes]                      serialised value small enough to travel in messages
+    [SHM, segment, size, node_id]        serialised value in a shared-memory segment
+    [ERROR, bytes]                       a pickled exception that `get` raises
+Resources travel as {name: float}.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from asyncray._private.transport.codec import message
+
+INLINE, SHM, ERROR = 0, 1, 2
+
+
+# -- to and from the head ----------------------------------------------------------------------
+@message(1)
+class RegisterNode(NamedTuple):
+    req_id: int
+    node_id: bytes
+    address: str
+    resources: dict
+    pid: int
+
+
+@message(2)
+class RegisterNodeReply(NamedTuple):
+    req_id: int
+    incarnation: int
+
+
+@message(3)
+class RegisterJob(NamedTuple):
+    req_id: int
+    driver_address: str
+    namespace: str | None
+    pid: int
+
+
+@message(4)
+class RegisterJobReply(NamedTuple):
+    req_id: int
+    job_id: int
+    namespace: str
+    nodes: list  # [[node_id, address, resources], ...]
+
+
+@message(5)
+class JobFinished(NamedTuple):
+    job_id: int
+
+
+@message(6)
+class GetNodes(NamedTuple):
+    req_id: int
+
+
+@message(7)
+class NodesReply(NamedTuple):
+    req_id: int
+    nodes: list
+
+
+@message(8)
+class KVPut(NamedTuple):
+    req_id: int
+    namespace: str
+    key: bytes
+    value: bytes
+    overwrite: bool
+
+
+@message(9)
+class KVGet(NamedTuple):
+    req_id: int
+    namespace: str
+    key: bytes
+
+
+@message(10)
+class KVReply(NamedTuple):
+    req_id: int
+    value: Any
+
+
+# -- to and from a node manager ----------------------------------------------------------------
+@message(20)
+class RegisterWorker(NamedTuple):
+    worker_id: bytes
+    pid: int
+    address: str
+
+
+@message(21)
+class RegisterClient(NamedTuple):
+    """A driver (or any non-worker process) announces itself so the node can watch its pid."""
+
+    req_id: int
+    client_id: bytes
+    pid: int
+    address: str
+    job_id: int
+
+
+@message(22)
+class RegisterClientReply(NamedTuple):
+    req_id: int
+    node_id: bytes
+    store_capacity: int
+
+
+@message(23)
+class RequestLease(NamedTuple):
+    req_id: int
+    shape: dict
+    job_id: int
+    runtime_env: Any  # None or a validated runtime_env dict
+
+
+@message(24)
+class LeaseGranted(NamedTuple):
+    req_id: int
+    lease_id: int
+    worker_id: bytes
+    worker_address: str
+
+
+@message(25)
+class LeaseFailed(NamedTuple):
+    req_id: int
+    error: bytes  # pickled exception
+
+
+@message(26)
+class CancelLeaseRequest(NamedTuple):
+    req_id: int
+
+
+@message(27)
+class ReturnLease(NamedTuple):
+    lease_id: int
+    kill_worker: bool
+
+
+@message(28)
+class LeaseWorkerDied(NamedTuple):
+    lease_id: int
+    reason: str
+
+
+@message(29)
+class WorkerBlocked(NamedTuple):
+    worker_id: bytes
+
+
+@message(30)
+class WorkerUnblocked(NamedTuple):
+    worker_id: bytes
+
+
+@message(31)
+class CreateObject(NamedTuple):
+    req_id: int
+    object_id: bytes
+    size: int
+    owner_address: str
+
+
+@message(32)
+class CreateObjectReply(NamedTuple):
+    req_id: int
+    segment: str | None
+    error: bytes | None  # pickled ObjectStoreFullError
+
+
+@message(33)
+class SealObject(NamedTuple):
+    object_id: bytes
+
+
+@message(34)
+class FreeObjects(NamedTuple):
+    object_ids: list
+
+
+@message(35)
+class GetResources(NamedTuple):
+    req_id: int
+
+
+@message(36)
+class ResourcesReply(NamedTuple):
+    req_id: int
+    total: dict
+    available: dict
+
+
+@message(37)
+class ExitWorker(NamedTuple):
+    reason: str
+
+
+@message(38)
+class ShutdownNode(NamedTuple):
+    req_id: int
+
+
+@message(39)
+class ShutdownNodeReply(NamedTuple):
+    req_id: int
+
+
+# -- between owners and workers ----------------------------------------------------------------
+@message(50)
+class PushTask(NamedTuple):
+    task_id: bytes
+    name: str
+    fn_id: bytes
+    fn_blob: bytes | None  # sent once per worker, then the id alone
+    args_blob: bytes
+    deps: list  # payloads of top-level ObjectRef arguments, in placeholder order
+    num_returns: int
+    job_id: int
+    owner_address: str
+    driver_address: str  # where print() output goes
+    cpus: float
+    max_calls: int
+
+
+@message(51)
+class TaskReply(NamedTuple):
+    task_id: bytes
+    returns: list  # payloads
+    # The task raised in user code (retryable under retry_exceptions); the class for the filter.
+    app_error: bool
+    # The worker exits after this reply (max_calls reached): drop the lease, do not return it.
+    worker_exiting: bool
+
+
+@message(52)
+class GetObject(NamedTuple):
+    """A borrower asks the owner for an object's value; answered when it is ready."""
+
+    req_id: int
+    object_id: bytes
+
+
+@message(53)
+class ObjectReply(NamedTuple):
+    req_id: int
+    payload: list
+
+
+@message(54)
+class LogLines(NamedTuple):
+    pid: int
+    name: str
+    lines: list
+
+
+@message(55)
+class FunctionUnknown(NamedTuple):
+    """A worker lost its copy of a function (it was restarted): resend the task with the blob."""
+
+    task_id: bytes
+
+
+@message(56)
+class GetJobInfo(NamedTuple):
+    """A worker serving a job for the first time asks the job's driver for what it needs."""
+
+    req_id: int
+
+
+@message(57)
+class JobInfoReply(NamedTuple):
+    req_id: int
+    namespace: str
+    sys_path: list  # the driver's import path, so modules next to the script import in workers

@@ -1,0 +1,287 @@
+"""Runtime: one per process, replaced whole by init()/shutdown().
+
+It owns the runtime thread (an event loop that never runs user code), the process's Endpoint
+and CoreClient, and, in a driver that started a local cluster, the head and node manager
+processes. Workers build one at fork time (see worker/main.py).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+from asyncray._private import process, protocol as p
+from asyncray._private.config import Config
+from asyncray._private.core.client import CoreClient
+from asyncray._private.ids import random_id
+from asyncray._private.object_store import segments
+from asyncray._private.transport.sockets import Endpoint, Peer
+
+logger = logging.getLogger(__name__)
+
+_current: "Runtime | None" = None
+_current_lock = threading.RLock()
+
+
+def current() -> "Runtime | None":
+    return _current
+
+
+def set_current(rt: "Runtime | None") -> None:
+    global _current
+    _current = rt
+
+
+def current_client() -> CoreClient:
+    rt = _current
+    if rt is None:
+        from asyncray._private.api import auto_init
+
+        rt = auto_init()
+    return rt.client
+
+
+class LoopThread:
+    """The runtime thread: an event loop (uvloop where installed) serving this process's sockets."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = process.new_event_loop()
+        self._started = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+        self._started.wait()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._started.set)
+        self.loop.run_forever()
+
+    def call(self, fn: Callable[..., Any], *args: Any, timeout: float | None = 30) -> Any:
+        """Run fn(*args) in the loop thread and return its result (from any other thread)."""
+        import concurrent.futures
+
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as e:
+                fut.set_exception(e)
+
+        self.loop.call_soon_threadsafe(run)
+        return fut.result(timeout)
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if threading.current_thread() is not self.thread:
+            self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+class Runtime:
+    def __init__(self, *, config: Config, session: str, session_dir: str, identity: bytes, kind: str) -> None:
+        self.config = config
+        self.session = session
+        self.session_dir = session_dir
+        self.identity = identity
+        self.kind = kind  # "driver" or "worker"
+        self.loop_thread = LoopThread(f"asyncray-{kind}")
+        self.loop = self.loop_thread.loop
+        self.children: list[process.Child] = []
+        self.liveness_w: int | None = None
+        self.head_address = ""
+        self.node_address = ""
+        self.node_id = b""
+        self.job_id = 0
+        self.namespace = ""
+        self.resources: dict[str, float] = {}
+        self.endpoint: Endpoint = None  # type: ignore[assignment]
+        self.client: CoreClient = None  # type: ignore[assignment]
+        self.extra_handlers: dict[type, Callable[[Any, Peer], None]] = {}
+        self.log_to_driver = True
+        self.owns_cluster = False
+
+    # -- wiring ----------------------------------------------------------------------------
+    def open_endpoint(self, address: str) -> str:
+        def make() -> str:
+            self.endpoint = Endpoint(self.loop, self.identity, self._handle)
+            return self.endpoint.bind(address)
+
+        return self.loop_thread.call(make)
+
+    def make_client(self, *, node_address: str, job_id: int, address: str, driver_address: str,
+                    worker_id: bytes | None) -> None:
+        self.client = CoreClient(self.loop, self.endpoint, config=self.config, session=self.session,
+                                 node_address=node_address, job_id=job_id, address=address,
+                                 driver_address=driver_address, worker_id=worker_id)
+        c = self.client
+        self._handlers: dict[type, Callable[[Any, Peer], None]] = {
+            p.TaskReply: c.on_task_reply,
+            p.LeaseWorkerDied: c.on_lease_worker_died,
+            p.GetObject: c.on_get_object,
+            p.LogLines: self._on_log_lines,
+            p.GetJobInfo: self._on_get_job_info,
+        }
+        for reply in (p.LeaseGranted, p.LeaseFailed, p.CreateObjectReply, p.ObjectReply, p.RegisterJobReply,
+                      p.RegisterClientReply, p.NodesReply, p.ResourcesReply, p.KVReply, p.ShutdownNodeReply,
+                      p.JobInfoReply):
+            self._handlers[reply] = c.on_reply
+        self._handlers.update(self.extra_handlers)
+
+    def _handle(self, msg: Any, peer: Peer) -> None:
+        self._handlers[type(msg)](msg, peer)
+
+    def _on_get_job_info(self, msg: p.GetJobInfo, peer: Peer) -> None:
+        path = [os.path.abspath(x) for x in sys.path if x and os.path.isdir(x)]
+        if not sys.path or sys.path[0] == "":
+            path.insert(0, os.getcwd())
+        peer.answer(p.JobInfoReply(msg.req_id, self.namespace, path))
+
+    def _on_log_lines(self, msg: p.LogLines, peer: Peer) -> None:
+        if not self.log_to_driver:
+            return
+        prefix = f"({msg.name} pid={msg.pid}) "
+        out = sys.stdout
+        try:
+            out.write("".join(prefix + line + "\n" for line in msg.lines))
+            out.flush()
+        except Exception:
+            pass
+
+    # -- driver start-up -------------------------------------------------------------------
+    @classmethod
+    def start_driver(cls, *, config: Config, address: str | None, num_cpus: float | None, num_gpus: float | None,
+                     resources: dict | None, object_store_memory: int | None, namespace: str | None,
+                     logging_level: Any, log_to_driver: bool) -> "Runtime":
+        session = f"{os.getpid():x}{os.urandom(3).hex()}"
+        if address is None:
+            os.makedirs(config.temp_dir, exist_ok=True)
+            session_dir = os.path.join(config.temp_dir, f"s-{session}")
+        else:
+            session_dir = ""
+        rt = cls(config=config, session=session, session_dir=session_dir, identity=random_id(), kind="driver")
+        rt.log_to_driver = log_to_driver
+        try:
+            if address is None:
+                rt._start_local_cluster(num_cpus, num_gpus, resources, object_store_memory, logging_level)
+            else:
+                rt._locate_cluster(address)
+            rt._connect_driver(namespace)
+        except BaseException:
+            rt.shutdown()
+            raise
+        return rt
+
+    def _start_local_cluster(self, num_cpus, num_gpus, resources, object_store_memory, logging_level) -> None:
+        os.makedirs(os.path.join(self.session_dir, "logs"), exist_ok=True)
+        cpus = float(num_cpus if num_cpus is not None else os.cpu_count() or 1)
+        total = {"CPU": cpus}
+        if num_gpus:
+            total["GPU"] = float(num_gpus)
+        total.update(resources or {})
+        total["memory"] = float(_total_memory() * 0.7 // 1)
+        store = int(object_store_memory or default_store_size())
+        total["object_store_memory"] = float(store)
+        live_r, self.liveness_w = process.liveness_pipe()
+        level = logging.getLevelName(logging_level) if isinstance(logging_level, int) else str(logging_level).upper()
+        common = {"session": self.session, "session_dir": self.session_dir, "liveness_fd": live_r,
+                  "config": self.config.to_dict(), "logging_level": level}
+        logs = os.path.join(self.session_dir, "logs")
+        self.head_address = f"ipc://{self.session_dir}/head.sock"
+
+        def spawn_both() -> None:
+            # From the runtime thread: PR_SET_PDEATHSIG fires when the forking thread exits.
+            self.children.append(process.spawn("head", "asyncray._private.head.server", common,
+                                               log_path=os.path.join(logs, "head.log"), pass_fds=(live_r,)))
+            self.children.append(process.spawn(
+                "node manager", "asyncray._private.node.main",
+                dict(common, node_id=random_id().hex(), resources=total, object_store_memory=store,
+                     head_address=self.head_address),
+                log_path=os.path.join(logs, "node.log"), pass_fds=(live_r,)))
+
+        self.loop_thread.call(spawn_both)
+        os.close(live_r)
+        self.owns_cluster = True
+        head_info = self.children[0].wait_ready(self.config.startup_timeout_s)
+        node_info = self.children[1].wait_ready(self.config.startup_timeout_s)
+        self.head_address = head_info["ipc"]
+        self.head_tcp = head_info["tcp"]
+        self.node_address = node_info["ipc"]
+        self.resources = total
+
+    def _locate_cluster(self, address: str) -> None:
+        raise NotImplementedError
+
+    def _connect_driver(self, namespace: str | None) -> None:
+        my_address = self.open_endpoint(f"ipc://{self.session_dir}/driver-{self.identity.hex()[:12]}.sock")
+        self.make_client(node_address=self.node_address, job_id=0, address=my_address, driver_address=my_address,
+                         worker_id=None)
+        c = self.client
+        reply = c.call(self.head_address, lambda rid: p.RegisterJob(rid, my_address, namespace, os.getpid()),
+                       timeout=self.config.startup_timeout_s)
+        self.job_id = reply.job_id
+        self.namespace = reply.namespace
+        c.set_job(reply.job_id)
+        node = c.call(self.node_address, lambda rid: p.RegisterClient(rid, self.identity, os.getpid(), my_address,
+                                                                        reply.job_id),
+                      timeout=self.config.startup_timeout_s)
+        self.node_id = node.node_id
+
+    # -- shutdown --------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        client = self.client
+        if client is not None:
+            client.close()
+            if self.owns_cluster and self.node_address:
+                try:
+                    client.call(self.node_address, lambda rid: p.ShutdownNode(rid), timeout=3)
+                except Exception:
+                    pass
+            elif self.head_address and self.job_id:
+                try:
+                    self.loop_thread.call(self.endpoint.send, self.head_address, p.JobFinished(self.job_id))
+                    self.loop_thread.call(self.endpoint.flush)
+                except Exception:
+                    pass
+        if self.liveness_w is not None:
+            os.close(self.liveness_w)  # every child we started sees EOF and stops
+            self.liveness_w = None
+        for child in self.children:
+            child.stop(self.config.stop_grace_s)
+        if self.endpoint is not None:
+            try:
+                self.loop_thread.call(self.endpoint.close, timeout=5)
+            except Exception:
+                pass
+        self.loop_thread.stop()
+        if self.owns_cluster:
+            segments.unlink_session(self.session)
+            shutil.rmtree(self.session_dir, ignore_errors=True)
+
+
+def _total_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 8 << 30
+
+
+def shm_capacity() -> int:
+    try:
+        st = os.statvfs(segments.SHM_DIR)
+        return st.f_bavail * st.f_frsize
+    except OSError:
+        return 0
+
+
+def default_store_size() -> int:
+    """Ray's default: 30 % of RAM, capped by what /dev/shm can hold."""
+    return int(min(_total_memory() * 0.3, shm_capacity() * 0.95 or _total_memory() * 0.3))

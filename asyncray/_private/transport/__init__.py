@@ -1,0 +1,1 @@
+"""Transport: ZeroMQ sockets served from an asyncio loop, and the msgpack message codec."""

@@ -1,0 +1,1 @@
+"""Worker processes: the warm template they fork from, and the task executor."""

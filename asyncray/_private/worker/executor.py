@@ -1,0 +1,168 @@
+"""Run one task: rebuild the function and arguments, call, store the returns, capture errors.
+
+Runs in the worker's main thread. Returns are serialised here too, so a value that cannot be
+pickled becomes the task's error (a RayTaskError that is also a TypeError), never a lost reply.
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import sys
+import threading
+from typing import Any
+
+from asyncray._private import ids, protocol as p, serialization
+from asyncray._private.core.client import _Dep
+
+
+class TaskContext(threading.local):
+    task_id: bytes | None = None
+    task_name: str = ""
+
+
+context = TaskContext()
+
+
+class _Forward(io.TextIOBase):
+    """sys.stdout/err of a worker: to the log file, and each line to the job's driver."""
+
+    def __init__(self, executor: "Executor", fd: int) -> None:
+        self._ex = executor
+        self._fd = fd
+        self._buf = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        os.write(self._fd, s.encode(errors="replace"))
+        self._buf += s
+        if "\n" in self._buf:
+            *lines, self._buf = self._buf.split("\n")
+            self._ex.forward_lines(lines)
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+class Executor:
+    def __init__(self, rt: Any) -> None:
+        self.rt = rt
+        self.client = rt.client
+        self.functions: dict[bytes, Any] = {}
+        self.calls: dict[bytes, int] = {}
+        self.driver_address = ""
+        self.stdout = _Forward(self, 1)
+        self.stderr = _Forward(self, 2)
+
+    def forward_lines(self, lines: list[str]) -> None:
+        if self.driver_address and lines:
+            self.rt.endpoint.call_threadsafe(
+                self.rt.endpoint.send, self.driver_address, p.LogLines(os.getpid(), context.task_name, lines))
+
+    def serve(self, tasks: Any) -> None:
+        while True:
+            item = tasks.get()
+            if item is None:
+                return
+            msg, peer = item
+            exiting = False
+            try:
+                reply = self.execute(msg)
+                if msg.max_calls:
+                    n = self.calls[msg.fn_id] = self.calls.get(msg.fn_id, 0) + 1
+                    exiting = n >= msg.max_calls
+                    reply = reply._replace(worker_exiting=exiting)
+            except BaseException as e:  # a bug of ours: still answer, never hang the caller
+                from asyncray.exceptions import RaySystemError
+
+                err = RaySystemError(f"asyncray failed to run task {msg.name}: {e!r}")
+                reply = p.TaskReply(msg.task_id, [[p.ERROR, serialization.dumps_exception(err)]] * max(msg.num_returns, 1),
+                                    False, False)
+            self.rt.endpoint.call_threadsafe(peer.answer, reply)
+            if exiting:
+                self.rt.loop_thread.call(self.rt.endpoint.flush)
+                os._exit(0)
+
+    def _join_job(self, msg: p.PushTask) -> None:
+        """First task of a job in this worker: take the job's namespace and import path."""
+        self.client.set_job(msg.job_id)
+        if not msg.driver_address:
+            return
+        info = self.client.call(msg.driver_address, lambda rid: p.GetJobInfo(rid), timeout=30)
+        self.rt.namespace = info.namespace
+        for entry in reversed(info.sys_path):
+            if entry not in sys.path:
+                sys.path.insert(1, entry)
+
+    def _function(self, msg: p.PushTask) -> Any:
+        fn = self.functions.get(msg.fn_id)
+        if fn is None:
+            if msg.fn_blob is None:
+                raise RuntimeError(f"function of task {msg.name} was never sent to this worker")
+            fn = self.functions[msg.fn_id] = pickle.loads(msg.fn_blob)
+        return fn
+
+    def execute(self, msg: p.PushTask) -> p.TaskReply:
+        client = self.client
+        if msg.job_id != client.job_id or not self.driver_address:
+            self._join_job(msg)
+        client.driver_address = self.driver_address = msg.driver_address
+        n = max(msg.num_returns, 1)
+        return_ids = [ids.object_id(msg.task_id, i + 1) for i in range(n)]
+        context.task_id = msg.task_id
+        context.task_name = msg.name
+        try:
+            fn = self._function(msg)
+            args, kwargs = serialization.deserialize(msg.args_blob)
+            if msg.deps:
+                values = [client.value(pl) for pl in msg.deps]
+                args = [values[a.index] if type(a) is _Dep else a for a in args]
+                kwargs = {k: values[v.index] if type(v) is _Dep else v for k, v in kwargs.items()}
+            result = fn(*args, **kwargs)
+            if msg.num_returns == 0:
+                values_out = [None]
+            elif msg.num_returns == 1:
+                values_out = [result]
+            else:
+                values_out = _split(result, msg.num_returns, msg.name)
+            returns = [self._store(rid, v, msg.owner_address) for rid, v in zip(return_ids, values_out)]
+            return p.TaskReply(msg.task_id, returns, False, False)
+        except Exception as e:
+            payload = [p.ERROR, serialization.dumps_exception(_task_error(msg.name, e))]
+            return p.TaskReply(msg.task_id, [payload] * n, True, False)
+        finally:
+            context.task_id = None
+            for s in (self.stdout, self.stderr):
+                if s._buf:
+                    lines, s._buf = [s._buf], ""
+                    self.forward_lines(lines)
+
+    def _store(self, oid: bytes, value: Any, owner: str) -> list:
+        ser = serialization.serialize(value)
+        self.client._mark_escaped(ser.refs)
+        return self.client._store_serialized(oid, ser, owner)
+
+
+def _split(result: Any, k: int, name: str) -> list:
+    try:
+        values = list(result)
+    except TypeError:
+        raise ValueError(f"Task {name} declared num_returns={k} but returned a non-iterable "
+                         f"{type(result).__name__}.") from None
+    if len(values) != k:
+        raise ValueError(f"Task {name} declared num_returns={k} but returned {len(values)} values.")
+    return values
+
+
+def _task_error(name: str, exc: BaseException) -> BaseException:
+    from asyncray.exceptions import RayTaskError
+
+    tb = serialization.format_user_traceback(exc)
+    err = RayTaskError(name, tb, exc, pid=os.getpid())
+    try:
+        return err.as_instanceof_cause()
+    except Exception:
+        return err

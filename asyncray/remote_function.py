@@ -1,0 +1,90 @@
+"""RemoteFunction: what `@ray.remote` makes of a function. Holds options; submits through the runtime."""
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, Generic, TypeVar
+
+from asyncray._private import options as opts
+
+R = TypeVar("R")
+
+
+class RemoteFunction(Generic[R]):
+    def __init__(self, fn: Callable[..., R], options: dict[str, Any]) -> None:
+        opts.validate_task_options(options, in_options=False)
+        self._function = fn
+        self._options = options
+        self._descriptor: Any = None
+        self._descriptor_client: Any = None
+        functools.update_wrapper(self, fn)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The cached descriptor belongs to this process's runtime; a copy makes its own.
+        state = dict(self.__dict__)
+        state["_descriptor"] = state["_descriptor_client"] = None
+        return state
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        name = getattr(self._function, "__name__", "f")
+        raise TypeError(
+            "Remote functions cannot be called directly. Instead "
+            f"of running '{name}()', try '{name}.remote()'.")
+
+    def options(self, **task_options: Any) -> "_BoundOptions[R]":
+        opts.validate_task_options(task_options, in_options=True)
+        return _BoundOptions(self, opts.merge_options(self._options, task_options))
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._remote(self._options, args, kwargs)
+
+    def _remote(self, options: dict[str, Any], args: tuple, kwargs: dict) -> Any:
+        from asyncray._private.runtime import current_client
+
+        client = current_client()
+        if self._descriptor is None or self._descriptor_client is not client:
+            from asyncray._private.core.client import FunctionDescriptor
+
+            self._descriptor = FunctionDescriptor(self._function)
+            self._descriptor_client = client
+        full = {**opts.TASK_DEFAULTS, **options}
+        num_returns = full["num_returns"]
+        if num_returns in ("streaming", "dynamic") or (
+                inspect.isgeneratorfunction(self._function) and "num_returns" not in options):
+            raise NotImplementedError(
+                "generator tasks (num_returns='streaming') are not supported by asyncray yet; "
+                "return a list instead, or set num_returns=k to get k refs.")
+        refs = client.submit_task(
+            self._descriptor, args, kwargs, num_returns=num_returns, shape=opts.task_resources(full),
+            runtime_env=client_runtime_env(full.get("runtime_env")), max_retries=full["max_retries"],
+            retry_exceptions=full["retry_exceptions"], max_calls=opts.effective_max_calls(options), name=full.get("name"))
+        if num_returns == 0:
+            return None
+        return refs[0] if num_returns == 1 else refs
+
+
+class _BoundOptions(Generic[R]):
+    """`f.options(...)`: the function with per-call options; only `.remote()` is meaningful."""
+
+    def __init__(self, rf: RemoteFunction[R], options: dict[str, Any]) -> None:
+        self._rf = rf
+        self._options = options
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._rf._remote(self._options, args, kwargs)
+
+
+def client_runtime_env(task_env: Any) -> Any:
+    """The task's runtime_env merged over the job's (init's), as in Ray."""
+    from asyncray._private import api
+
+    job_env = api.job_runtime_env()
+    if not job_env:
+        return task_env or None
+    if not task_env:
+        return job_env
+    merged = dict(job_env)
+    merged.update(task_env)
+    if "env_vars" in job_env and "env_vars" in task_env:
+        merged["env_vars"] = {**job_env["env_vars"], **task_env["env_vars"]}
+    return merged
