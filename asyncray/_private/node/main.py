@@ -322,6 +322,9 @@ class NodeManager:
 async def amain(args: dict) -> None:
     loop = asyncio.get_running_loop()
     node = NodeManager(args, loop)
+    import signal
+
+    loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(node.shutdown(final=True)))
     await node.start()
     if args.get("head_address"):
         node.endpoint.send(args["head_address"], p.RegisterNode(
