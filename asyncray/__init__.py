@@ -7,6 +7,7 @@ no thread, socket, process or environment change until init() or the first remot
 from asyncray import exceptions
 from asyncray._private.api import (
     available_resources,
+    cancel,
     cluster_resources,
     get,
     get_async,
@@ -18,14 +19,16 @@ from asyncray._private.api import (
     wait,
     wait_async,
 )
-from asyncray.object_ref import ObjectRef
+from asyncray.object_ref import ObjectRef, ObjectRefGenerator
 from asyncray.runtime_context import get_runtime_context
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ObjectRef",
+    "ObjectRefGenerator",
     "available_resources",
+    "cancel",
     "cluster_resources",
     "exceptions",
     "get",

@@ -71,3 +71,66 @@ def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
     from asyncray._private.runtime import current_client
 
     return ObjectRef(object_id, owner, current_client())
+
+
+class ObjectRefGenerator:
+    """What `.remote()` of a generator function returns: one ObjectRef per yielded item,
+    available as soon as the task yields it (`for`, `next()`, `async for`).
+
+    An exception raised by the generator takes the place of the next item (its ref raises it)
+    and ends the stream. Not picklable, as in Ray.
+    """
+
+    def __init__(self, task_id: bytes, client: Any) -> None:
+        self._task_id = task_id
+        self._client = client
+        self._next = 1
+        self._done = False
+
+    def __iter__(self) -> "ObjectRefGenerator":
+        return self
+
+    def __next__(self) -> ObjectRef:
+        return self._take(self._client.stream_next(self._task_id, self._next, None))
+
+    def __aiter__(self) -> "ObjectRefGenerator":
+        return self
+
+    async def __anext__(self) -> ObjectRef:
+        if self._done:
+            raise StopAsyncIteration
+        payload = await self._client.stream_next_async(self._task_id, self._next)
+        try:
+            return self._take(payload)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    def _take(self, payload: list) -> ObjectRef:
+        from asyncray._private import ids, protocol
+
+        if self._done:
+            raise StopIteration
+        if payload[0] == protocol.END:
+            self._done = True
+            raise StopIteration
+        oid = ids.object_id(self._task_id, self._next)
+        self._next += 1
+        ref = ObjectRef(oid, self._client.address, self._client)
+        self._client.stream_release(self._task_id, oid)
+        return ref
+
+    def is_finished(self) -> bool:
+        return self._done
+
+    def __reduce__(self):
+        raise TypeError("An ObjectRefGenerator cannot be pickled, as in Ray: iterate it in the process that "
+                        "called .remote(), and pass the ObjectRefs it yields instead.")
+
+    def __repr__(self) -> str:
+        return f"ObjectRefGenerator({self._task_id.hex()})"
+
+    def __del__(self) -> None:
+        try:
+            self._client.stream_release(self._task_id, None)
+        except Exception:
+            pass

@@ -6,6 +6,7 @@ import inspect
 from typing import Any, Callable, Generic, TypeVar
 
 from asyncray._private import options as opts
+from asyncray._private.protocol import STREAMING
 
 R = TypeVar("R")
 
@@ -48,19 +49,20 @@ class RemoteFunction(Generic[R]):
             self._descriptor = FunctionDescriptor(self._function)
             self._descriptor_client = client
         full = {**opts.TASK_DEFAULTS, **options}
-        num_returns = full["num_returns"]
-        if num_returns in ("streaming", "dynamic") or (
-                inspect.isgeneratorfunction(self._function) and "num_returns" not in options):
-            raise NotImplementedError(
-                "generator tasks (num_returns='streaming') are not supported by asyncray yet; "
-                "return a list instead, or set num_returns=k to get k refs.")
+        num_returns = opts.resolve_num_returns(options.get("num_returns"),
+                                               inspect.isgeneratorfunction(self._function))
+        if num_returns == "dynamic":
+            raise ValueError("num_returns='dynamic' was deprecated by Ray; use num_returns='streaming' "
+                             "(the default for generator functions) instead.")
+        if num_returns == "streaming":
+            num_returns = STREAMING
         refs = client.submit_task(
             self._descriptor, args, kwargs, num_returns=num_returns, shape=opts.task_resources(full),
             runtime_env=client_runtime_env(full.get("runtime_env")), max_retries=full["max_retries"],
             retry_exceptions=full["retry_exceptions"], max_calls=opts.effective_max_calls(options), name=full.get("name"))
         if num_returns == 0:
             return None
-        return refs[0] if num_returns == 1 else refs
+        return refs[0] if num_returns in (1, STREAMING) else refs
 
 
 class _BoundOptions(Generic[R]):

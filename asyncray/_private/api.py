@@ -202,6 +202,22 @@ async def wait_async(object_refs: Sequence[Any], *, num_returns: int = 1,
     return await _client().wait_async(refs, num_returns, timeout)
 
 
+def cancel(object_ref: Any, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that produces `object_ref`: a pending task never runs; a running one is
+    interrupted (KeyboardInterrupt in its thread) or, with force=True, its worker is killed.
+    `get` of the ref then raises TaskCancelledError. Cancelling a finished task does nothing."""
+    from asyncray.object_ref import ObjectRef, ObjectRefGenerator
+
+    if isinstance(object_ref, ObjectRefGenerator):
+        client = _client()
+        client.endpoint.call_threadsafe(client.cancel_task, object_ref._task_id, force, recursive)
+        return
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(f"ray.cancel() only supports canceling a task by its ObjectRef, got "
+                        f"{type(object_ref).__name__}: {object_ref!r}.")
+    _client().cancel(object_ref, force, recursive)
+
+
 def _resources(kind: str) -> dict[str, float]:
     from asyncray._private import protocol as p
 

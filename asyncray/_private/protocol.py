@@ -14,6 +14,9 @@ from typing import Any, NamedTuple
 from asyncray._private.transport.codec import message
 
 INLINE, SHM, ERROR = 0, 1, 2
+# Marks the end of a streaming generator's items: [END, number_of_items]. Never handed to users.
+END = 3
+STREAMING = -1  # num_returns of a streaming generator task
 
 
 # -- to and from the head ----------------------------------------------------------------------
@@ -280,3 +283,19 @@ class JobInfoReply(NamedTuple):
     req_id: int
     namespace: str
     sys_path: list  # the driver's import path, so modules next to the script import in workers
+
+
+@message(58)
+class GeneratorItem(NamedTuple):
+    """One item of a streaming generator task, sent as soon as the task yields it."""
+
+    task_id: bytes
+    index: int  # 1-based; the item's object id is task_id + index
+    payload: list
+
+
+@message(59)
+class CancelTask(NamedTuple):
+    task_id: bytes
+    force: bool
+    recursive: bool

@@ -129,12 +129,16 @@ class Runtime:
             p.GetObject: c.on_get_object,
             p.LogLines: self._on_log_lines,
             p.GetJobInfo: self._on_get_job_info,
+            p.GeneratorItem: c.on_generator_item,
         }
         for reply in (p.LeaseGranted, p.LeaseFailed, p.CreateObjectReply, p.ObjectReply, p.RegisterJobReply,
                       p.RegisterClientReply, p.NodesReply, p.ResourcesReply, p.KVReply, p.ShutdownNodeReply,
                       p.JobInfoReply):
             self._handlers[reply] = c.on_reply
         self._handlers.update(self.extra_handlers)
+
+    def add_handler(self, kind: type, fn: Callable[[Any, Peer], None]) -> None:
+        self._handlers[kind] = fn
 
     def _handle(self, msg: Any, peer: Peer) -> None:
         self._handlers[type(msg)](msg, peer)

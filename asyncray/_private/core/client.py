@@ -48,6 +48,19 @@ class _Dep:
         return _Dep, (self.index,)
 
 
+class _IdRef:
+    """The two attributes of an ObjectRef that waiting needs, without counting a reference."""
+
+    __slots__ = ("_id", "_owner")
+
+    def __init__(self, oid: bytes, owner: str) -> None:
+        self._id = oid
+        self._owner = owner
+
+    def hex(self) -> str:
+        return self._id.hex()
+
+
 class Entry:
     __slots__ = ("payload", "callbacks", "owned")
 
@@ -60,7 +73,7 @@ class Entry:
 class TaskSpec:
     __slots__ = ("task_id", "name", "fn_id", "fn_blob", "args_blob", "dep_refs", "dep_payloads", "num_returns",
                  "return_ids", "queue_key", "shape", "runtime_env", "retries_left", "retry_exceptions",
-                 "single", "waiting", "pushed_at", "cpus", "max_calls")
+                 "single", "waiting", "pushed_at", "cpus", "max_calls", "cancelled")
 
 
 class FunctionDescriptor:
@@ -103,6 +116,12 @@ class CoreClient:
         self._task_lease: dict[bytes, tuple[ShapeQueue, Lease]] = {}
         self._fetching: set[bytes] = set()
         self._borrower_waits: dict[bytes, list[tuple[Peer, int]]] = {}
+        # Every task we own that has not finished, for cancel(); and the tasks submitted by the
+        # task this worker is running (for recursive cancel).
+        self._specs: dict[bytes, TaskSpec] = {}
+        self.children: list[bytes] | None = None
+        # Streaming generator tasks we own: task id -> ids of items we hold a ref on for the consumer.
+        self._streams: dict[bytes, set[bytes]] = {}
         self.closed = False
         # Hooks a worker sets so the node can lend its CPU while it blocks in get.
         self.on_block: Callable[[], None] | None = None
@@ -395,7 +414,8 @@ class CoreClient:
         spec.fn_blob = fn.blob
         spec.args_blob, spec.dep_refs = self._serialize_args(args, kwargs)
         spec.num_returns = num_returns
-        spec.return_ids = [ids.object_id(task_id, i + 1) for i in range(max(num_returns, 1))]
+        streaming = num_returns == p.STREAMING
+        spec.return_ids = [] if streaming else [ids.object_id(task_id, i + 1) for i in range(max(num_returns, 1))]
         spec.shape = shape
         spec.cpus = shape.get("CPU", 0.0)
         spec.runtime_env = runtime_env
@@ -405,9 +425,20 @@ class CoreClient:
         spec.single = single = max_calls > 0
         spec.max_calls = max_calls
         spec.dep_payloads = None
+        spec.cancelled = False
+        children = self.children
+        if children is not None:
+            children.append(task_id)
         with self.lock:
             for rid in spec.return_ids:
                 self.objects[rid] = Entry(owned=True)
+        if streaming:
+            from asyncray.object_ref import ObjectRefGenerator
+
+            self._streams[task_id] = set()
+            gen = ObjectRefGenerator(task_id, self)
+            self.endpoint.call_threadsafe(self._submit, spec)
+            return [gen]
         refs = [ObjectRef(rid, self.address, self) for rid in spec.return_ids]
         self.endpoint.call_threadsafe(self._submit, spec)
         return refs
@@ -462,6 +493,7 @@ class CoreClient:
 
     # -- loop thread from here on ------------------------------------------------------------
     def _submit(self, spec: TaskSpec) -> None:
+        self._specs[spec.task_id] = spec
         deps = spec.dep_refs
         if not deps:
             spec.dep_payloads = []
@@ -482,10 +514,11 @@ class CoreClient:
             self._when_ready(ref, make_cb(i))
 
     def _deps_ready(self, spec: TaskSpec) -> None:
+        if spec.cancelled:
+            return
         for payload in spec.dep_payloads:
             if payload[0] == p.ERROR:  # an upstream failure fails this task without running it
-                for rid in spec.return_ids:
-                    self._set_payload(rid, payload)
+                self._fail(spec, payload)
                 return
         self._enqueue(spec)
 
@@ -533,9 +566,7 @@ class CoreClient:
         if isinstance(msg, p.LeaseFailed):
             err = serialization.deserialize_exception(msg.error)
             while q.pending:
-                spec = q.pending.popleft()
-                for rid in spec.return_ids:
-                    self._set_payload(rid, self._error_payload(err))
+                self._fail(q.pending.popleft(), self._error_payload(err))
             return
         lease = Lease(msg.lease_id, msg.worker_id, msg.worker_address)
         q.leases[lease.lease_id] = lease
@@ -563,10 +594,16 @@ class CoreClient:
         q, lease = found
         spec = lease.in_flight.pop(msg.task_id)
         q.record_duration(time.perf_counter() - spec.pushed_at)
-        if msg.app_error and spec.retries_left > 0 and self._retryable(spec, msg):
+        if spec.cancelled:  # its refs already raise TaskCancelledError
+            self._free_payloads(msg.returns)
+        elif msg.app_error and spec.retries_left > 0 and self._retryable(spec, msg):
             spec.retries_left -= 1
             self._enqueue(spec, front=True)
+        elif spec.num_returns == p.STREAMING:
+            self._specs.pop(spec.task_id, None)
+            self._end_stream(spec.task_id, msg.returns[0][1])
         else:
+            self._specs.pop(spec.task_id, None)
             for rid, payload in zip(spec.return_ids, msg.returns):
                 self._set_payload(rid, payload)
         if msg.worker_exiting:
@@ -578,6 +615,121 @@ class CoreClient:
         self._pump(q)
         if not lease.in_flight and not q.pending and not lease.dead and lease.linger is None:
             lease.linger = self.loop.call_later(self.config.lease_linger_s, self._linger_over, q, lease)
+
+    def _fail(self, spec: TaskSpec, payload: list) -> None:
+        """Every result of `spec` becomes `payload` (an error); a stream gets it as its next item."""
+        self._specs.pop(spec.task_id, None)
+        if spec.num_returns == p.STREAMING:
+            held = self._streams.get(spec.task_id)
+            n = 1 + max((int.from_bytes(o[-4:], "big") for o in held), default=0) if held is not None else 1
+            self._stream_item(spec.task_id, n, payload)
+            self._end_stream(spec.task_id, n)
+        else:
+            for rid in spec.return_ids:
+                self._set_payload(rid, payload)
+
+    # -- streaming generators ------------------------------------------------------------------
+    def on_generator_item(self, msg: p.GeneratorItem, peer: Peer) -> None:
+        self._stream_item(msg.task_id, msg.index, msg.payload)
+
+    def _stream_item(self, task_id: bytes, index: int, payload: list) -> None:
+        held = self._streams.get(task_id)
+        oid = ids.object_id(task_id, index)
+        if held is None:  # the consumer is gone
+            if payload[0] == p.SHM:
+                self.endpoint.send(self.node_address, p.FreeObjects([oid]))
+            return
+        with self.lock:
+            entry = self.objects.get(oid)
+            if entry is not None and entry.payload is not PENDING:
+                return  # a retried task yields again what we already have
+            if oid not in held:
+                held.add(oid)
+                self.refcounts[oid] = self.refcounts.get(oid, 0) + 1
+            if entry is None:
+                self.objects[oid] = Entry(owned=True)
+        self._set_payload(oid, payload)
+
+    def _end_stream(self, task_id: bytes, count: int) -> None:
+        self._stream_item(task_id, count + 1, [p.END, count])
+
+    def stream_next(self, task_id: bytes, index: int, timeout: float | None) -> list:
+        """Caller's thread: the payload of item `index` (END when the stream is over)."""
+        oid = ids.object_id(task_id, index)
+        with self.lock:
+            if oid not in self.objects:
+                self.objects[oid] = Entry(owned=True)
+        return self.payloads([_IdRef(oid, self.address)], timeout)[0]
+
+    async def stream_next_async(self, task_id: bytes, index: int) -> list:
+        oid = ids.object_id(task_id, index)
+        with self.lock:
+            if oid not in self.objects:
+                self.objects[oid] = Entry(owned=True)
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def cb(payload: list) -> None:
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(payload))
+
+        self._when_ready(_IdRef(oid, self.address), cb)
+        return await fut
+
+    def stream_release(self, task_id: bytes, oid: bytes | None) -> None:
+        """Any thread: the consumer took item `oid` (or, with None, dropped the whole stream)."""
+        self.endpoint.call_threadsafe(self._stream_release, task_id, oid)
+
+    def _stream_release(self, task_id: bytes, oid: bytes | None) -> None:
+        held = self._streams.get(task_id)
+        if held is None:
+            return
+        if oid is None:
+            del self._streams[task_id]
+            drop = list(held)
+        elif oid in held:
+            held.discard(oid)
+            drop = [oid]
+        else:
+            drop = []
+        for o in drop:
+            self._released.append(o)
+        if drop:
+            self._process_releases()
+
+    def _free_payloads(self, payloads: list) -> None:
+        stored = [pl for pl in payloads if pl[0] == p.SHM]
+        if stored:
+            self.endpoint.send(self.node_address, p.FreeObjects([self._oid_of_segment(pl[1]) for pl in stored]))
+
+    @staticmethod
+    def _oid_of_segment(segment: str) -> bytes:
+        return bytes.fromhex(segment.rsplit("-", 1)[1])
+
+    # -- cancel --------------------------------------------------------------------------------
+    def cancel(self, ref: Any, force: bool, recursive: bool) -> None:
+        """Any thread: cancel the task that produces `ref` (a no-op once it has finished)."""
+        self.endpoint.call_threadsafe(self.cancel_task, ref._id[: ids.TASK_ID_LEN], force, recursive)
+
+    def cancel_task(self, task_id: bytes, force: bool, recursive: bool) -> None:
+        spec = self._specs.get(task_id)
+        if spec is None or spec.cancelled:
+            return
+        from asyncray.exceptions import TaskCancelledError
+
+        spec.cancelled = True
+        found = self._task_lease.get(task_id)
+        if found is not None:
+            q, lease = found
+            self.endpoint.send(lease.address, p.CancelTask(task_id, force, recursive))
+        else:
+            q = self._queues.get(spec.queue_key)
+            if q is not None:
+                try:
+                    q.pending.remove(spec)
+                except ValueError:
+                    pass
+                self._pump(q)
+        self._fail(spec, self._error_payload(TaskCancelledError(task_id.hex())))
 
     def _retryable(self, spec: TaskSpec, msg: p.TaskReply) -> bool:
         rule = spec.retry_exceptions
@@ -613,6 +765,8 @@ class CoreClient:
                 lease.linger.cancel()
             for task_id, spec in list(lease.in_flight.items()):
                 self._task_lease.pop(task_id, None)
+                if spec.cancelled:
+                    continue
                 if spec.retries_left != 0:
                     spec.retries_left -= 1
                     self._enqueue(spec, front=True)
@@ -620,8 +774,7 @@ class CoreClient:
                     err = WorkerCrashedError(
                         f"The worker running task {spec.name} ({task_id.hex()}) died unexpectedly: {msg.reason}. "
                         "It was retried as many times as max_retries allows.")
-                    for rid in spec.return_ids:
-                        self._set_payload(rid, self._error_payload(err))
+                    self._fail(spec, self._error_payload(err))
             lease.in_flight.clear()
             self._pump(q)
             return

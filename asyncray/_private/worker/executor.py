@@ -5,8 +5,10 @@ pickled becomes the task's error (a RayTaskError that is also a TypeError), neve
 """
 from __future__ import annotations
 
+import inspect
 import io
 import os
+import signal
 import pickle
 import sys
 import threading
@@ -56,6 +58,29 @@ class Executor:
         self.driver_address = ""
         self.stdout = _Forward(self, 1)
         self.stderr = _Forward(self, 2)
+        self.current: bytes | None = None  # the task running now
+        self.cancelled: set[bytes] = set()  # cancelled before or while running
+        signal.signal(signal.SIGINT, self._on_sigint)
+
+    # -- cancel (runtime thread) --------------------------------------------------------------
+    def on_cancel(self, msg: p.CancelTask, peer: Any) -> None:
+        """A queued task is skipped when its turn comes; a running one is interrupted."""
+        self.cancelled.add(msg.task_id)
+        if msg.task_id != self.current:
+            return
+        if msg.recursive:
+            for child in self.client.children or ():
+                self.client.cancel_task(child, msg.force, True)
+        if msg.force:
+            self.rt.endpoint.flush()  # the children's cancels leave before we die
+            os._exit(1)
+        # SIGINT interrupts the main thread even inside time.sleep or a blocking read,
+        # where an asynchronous exception would wait for the call to return.
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.current is not None and self.current in self.cancelled:
+            raise KeyboardInterrupt
 
     def forward_lines(self, lines: list[str]) -> None:
         if self.driver_address and lines:
@@ -68,6 +93,7 @@ class Executor:
             if item is None:
                 return
             msg, peer = item
+            self._peer = peer
             exiting = False
             try:
                 reply = self.execute(msg)
@@ -106,6 +132,29 @@ class Executor:
         return fn
 
     def execute(self, msg: p.PushTask) -> p.TaskReply:
+        if msg.task_id in self.cancelled:
+            return self._cancelled_reply(msg)
+        self.current = msg.task_id
+        self.client.children = []
+        try:
+            return self._execute(msg)
+        except KeyboardInterrupt:
+            if msg.task_id in self.cancelled:
+                return self._cancelled_reply(msg)
+            raise
+        finally:
+            self.current = None
+            self.client.children = None
+            self.cancelled.discard(msg.task_id)
+
+    def _cancelled_reply(self, msg: p.PushTask) -> p.TaskReply:
+        from asyncray.exceptions import TaskCancelledError
+
+        self.cancelled.discard(msg.task_id)
+        err = [p.ERROR, serialization.dumps_exception(TaskCancelledError(msg.task_id.hex()))]
+        return p.TaskReply(msg.task_id, [err] * max(msg.num_returns, 1), False, False)
+
+    def _execute(self, msg: p.PushTask) -> p.TaskReply:
         client = self.client
         if msg.job_id != client.job_id or not self.driver_address:
             self._join_job(msg)
@@ -122,6 +171,8 @@ class Executor:
                 args = [values[a.index] if type(a) is _Dep else a for a in args]
                 kwargs = {k: values[v.index] if type(v) is _Dep else v for k, v in kwargs.items()}
             result = fn(*args, **kwargs)
+            if msg.num_returns == p.STREAMING:
+                return self._stream(msg, result)
             if msg.num_returns == 0:
                 values_out = [None]
             elif msg.num_returns == 1:
@@ -139,6 +190,26 @@ class Executor:
                 if s._buf:
                     lines, s._buf = [s._buf], ""
                     self.forward_lines(lines)
+
+    def _stream(self, msg: p.PushTask, result: Any) -> p.TaskReply:
+        """Send each item to the owner as soon as it is yielded; an error is the last item."""
+        if not inspect.isgenerator(result):
+            raise TypeError(f"Task {msg.name} has num_returns='streaming' but returned a "
+                            f"{type(result).__name__}, not a generator.")
+        # Items travel the reply's path, so they reach the owner before the final TaskReply.
+        send = self.rt.endpoint.call_threadsafe
+        answer = self._peer.answer
+        n = 0
+        try:
+            for item in result:
+                n += 1
+                payload = self._store(ids.object_id(msg.task_id, n), item, msg.owner_address)
+                send(answer, p.GeneratorItem(msg.task_id, n, payload))
+        except Exception as e:
+            n += 1
+            payload = [p.ERROR, serialization.dumps_exception(_task_error(msg.name, e))]
+            send(answer, p.GeneratorItem(msg.task_id, n, payload))
+        return p.TaskReply(msg.task_id, [[p.END, n]], False, False)
 
     def _store(self, oid: bytes, value: Any, owner: str) -> list:
         ser = serialization.serialize(value)

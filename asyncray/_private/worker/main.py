@@ -47,6 +47,7 @@ def run(template_args: dict, cmd: dict) -> None:
     runtime_mod.set_current(rt)
     rt.loop_thread.call(rt.endpoint.send, rt.node_address, p.RegisterWorker(worker_id, os.getpid(), address))
     executor = Executor(rt)
+    rt.add_handler(p.CancelTask, executor.on_cancel)
     sys.stdout = executor.stdout
     sys.stderr = executor.stderr
     executor.serve(tasks)
