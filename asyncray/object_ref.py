@@ -15,12 +15,13 @@ T = TypeVar("T")
 
 
 class ObjectRef(Generic[T]):
-    __slots__ = ("_id", "_owner", "_client", "__weakref__")
+    __slots__ = ("_id", "_owner", "_client", "_done_callbacks", "__weakref__")
 
     def __init__(self, object_id: bytes, owner: str, client: Any) -> None:
         self._id = object_id
         self._owner = owner
         self._client = client
+        self._done_callbacks: dict | None = None
         client.add_ref(object_id)
 
     def __del__(self) -> None:
@@ -59,6 +60,58 @@ class ObjectRef(Generic[T]):
     def future(self) -> concurrent.futures.Future:
         """A concurrent.futures.Future resolved with the value (or the task's error)."""
         return self._client.future(self)
+
+    # -- the parts of the asyncio Future protocol that asyncio.wait() uses ----------------------
+    def add_done_callback(self, fn: Any, *, context: Any = None) -> None:
+        """Call fn(self) once the value is available, in the caller's event loop if it has one."""
+        import asyncio
+
+        try:
+            loop: Any = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if self._done_callbacks is None:
+            self._done_callbacks = {}
+        token = self._done_callbacks.setdefault(fn, [True])
+
+        def fire(_payload: Any) -> None:
+            if not token[0]:
+                return
+            if loop is None:
+                fn(self)
+                return
+            try:
+                loop.call_soon_threadsafe(fn, self)
+            except RuntimeError:  # that loop has closed
+                pass
+
+        self._client.when_ready(self, fire)
+
+    def remove_done_callback(self, fn: Any) -> int:
+        token = (self._done_callbacks or {}).pop(fn, None)
+        if token is None:
+            return 0
+        token[0] = False
+        return 1
+
+    def done(self) -> bool:
+        return self._client.ready_now(self)
+
+    def cancelled(self) -> bool:
+        return False
+
+    def exception(self) -> BaseException | None:
+        from asyncray._private import protocol, serialization
+
+        payload = self._client.ready_payload(self)
+        if payload is None or payload[0] != protocol.ERROR:
+            return None
+        return serialization.deserialize_exception(payload[1])
+
+    def result(self) -> T:
+        from asyncray._private.api import get
+
+        return get(self)
 
     def as_future(self):
         """An asyncio future in the running loop (Ray's `ref.as_future()`)."""

@@ -171,6 +171,8 @@ def _check_wait(object_refs: Any, num_returns: int, timeout: Any) -> list:
 
     if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait() expected a list of ray.ObjectRef, got {type(object_refs).__name__}.")
+    if not object_refs:
+        return []  # Ray returns ([], []) for an empty list, whatever num_returns says
     for i, r in enumerate(object_refs):
         if not isinstance(r, ObjectRef):
             raise TypeError(f"wait() expected a list of ray.ObjectRef, got a {type(r).__name__} at index {i}.")

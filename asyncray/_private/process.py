@@ -28,8 +28,24 @@ logger = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 
 
+# Signals that must reach the main thread. A process-directed signal goes to any thread that
+# does not block it; if the runtime thread (or a zmq I/O thread, which inherits its mask) took
+# SIGINT, the main thread would stay asleep in a lock and Ctrl-C would never interrupt `get`.
+MAIN_THREAD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def keep_signals_off_this_thread() -> None:
+    """Called first thing in the runtime thread: leave SIGINT/SIGTERM to the main thread."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, MAIN_THREAD_SIGNALS)
+
+
 def set_parent_death_signal(expected_parent: int, sig: int = signal.SIGKILL) -> None:
-    """Die with `sig` when the parent dies; exit now if it already has."""
+    """Die with `sig` when the parent dies; exit now if it already has.
+
+    Also unblocks the main-thread signals: we were forked from a parent's runtime thread,
+    which blocks them, and exec keeps the signal mask.
+    """
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, MAIN_THREAD_SIGNALS)
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)

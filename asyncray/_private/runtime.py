@@ -7,6 +7,7 @@ processes. Workers build one at fork time (see worker/main.py).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import shutil
@@ -57,6 +58,7 @@ class LoopThread:
         self._started.wait()
 
     def _run(self) -> None:
+        process.keep_signals_off_this_thread()
         asyncio.set_event_loop(self.loop)
         self.loop.call_soon(self._started.set)
         self.loop.run_forever()
@@ -73,7 +75,9 @@ class LoopThread:
             except BaseException as e:
                 fut.set_exception(e)
 
-        self.loop.call_soon_threadsafe(run)
+        # An empty context: whatever the loop thread registers while running fn (socket readers,
+        # timers) must not carry the caller's context vars, e.g. ipykernel's current cell.
+        self.loop.call_soon_threadsafe(run, context=contextvars.Context())
         return fut.result(timeout)
 
     def stop(self) -> None:

@@ -48,6 +48,14 @@ class _Dep:
         return _Dep, (self.index,)
 
 
+def _call_in(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
+    """Schedule fn in a waiter's loop; a loop that closed meanwhile no longer wants it."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:
+        pass
+
+
 class _IdRef:
     """The two attributes of an ObjectRef that waiting needs, without counting a reference."""
 
@@ -187,7 +195,10 @@ class CoreClient:
                     self.endpoint.send(self.node_address, p.FreeObjects([oid]))
         if callbacks:
             for cb in callbacks:
-                cb(payload)
+                try:
+                    cb(payload)
+                except Exception:  # one broken waiter must not starve the others
+                    logger.exception("object callback failed")
         waits = self._borrower_waits.pop(oid, None)
         if waits:
             for peer, req_id in waits:
@@ -341,7 +352,7 @@ class CoreClient:
             if entry is not None and entry.payload is not PENDING:
                 on_payload(i, entry.payload)
             else:
-                self._when_ready(ref, lambda pl, i=i: loop.call_soon_threadsafe(on_payload, i, pl))
+                self._when_ready(ref, lambda pl, i=i: _call_in(loop, on_payload, i, pl))
         if not refs:
             fut.set_result(None)
         try:
@@ -364,6 +375,14 @@ class CoreClient:
 
         self._when_ready(ref, cb)
         return fut
+
+    def when_ready(self, ref: Any, cb: Callable[[list], None]) -> None:
+        """Public form of _when_ready for ObjectRef's future protocol."""
+        self._when_ready(ref, cb)
+
+    def ready_payload(self, ref: Any) -> list | None:
+        entry = self.objects.get(ref._id)
+        return entry.payload if entry is not None else None
 
     def ready_now(self, ref: Any) -> bool:
         entry = self.objects.get(ref._id)
@@ -419,7 +438,7 @@ class CoreClient:
         spec.shape = shape
         spec.cpus = shape.get("CPU", 0.0)
         spec.runtime_env = runtime_env
-        spec.queue_key = (tuple(sorted(shape.items())), repr(runtime_env), max_calls > 0)
+        spec.queue_key = (fn.fn_id, tuple(sorted(shape.items())), repr(runtime_env), max_calls > 0)
         spec.retries_left = max_retries
         spec.retry_exceptions = retry_exceptions
         spec.single = single = max_calls > 0
@@ -533,14 +552,14 @@ class CoreClient:
         self._pump(q)
 
     def _pump(self, q: ShapeQueue) -> None:
+        if self._released and not self._release_wakeup:
+            self._process_releases()  # a wake-up lost to a signal inside __del__ must not leak
         cfg = self.config
-        depth = q.depth(cfg.lease_pipeline_depth)
+        now = time.perf_counter()
         for lease in q.leases.values():
             if not q.pending:
                 break
-            if lease.dead:
-                continue
-            while q.pending and len(lease.in_flight) < depth:
+            for _ in range(min(q.room(lease, cfg.lease_pipeline_depth, now), len(q.pending))):
                 self._push(q, lease, q.pending.popleft())
             if lease.linger is not None and lease.in_flight:
                 lease.linger.cancel()
@@ -670,7 +689,7 @@ class CoreClient:
         fut = loop.create_future()
 
         def cb(payload: list) -> None:
-            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(payload))
+            _call_in(loop, lambda: fut.done() or fut.set_result(payload))
 
         self._when_ready(_IdRef(oid, self.address), cb)
         return await fut
@@ -835,7 +854,7 @@ class CoreClient:
         if len(ready_ids) < num_returns:
             for ref in refs:
                 if ref._id not in ready_ids:
-                    self._when_ready(ref, lambda _pl, oid=ref._id: loop.call_soon_threadsafe(on_ready, oid))
+                    self._when_ready(ref, lambda _pl, oid=ref._id: _call_in(loop, on_ready, oid))
             try:
                 await asyncio.wait_for(asyncio.shield(fut), timeout)
             except asyncio.TimeoutError:

@@ -8,6 +8,7 @@ when the shape's queue has been empty for `lease_linger_s`, so a script calling
 """
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any
 
@@ -26,7 +27,9 @@ class Lease:
 
 
 class ShapeQueue:
-    """Tasks of one (resources, runtime_env) shape waiting for, or running on, leased workers."""
+    """Tasks of one function and shape (resources, runtime_env) waiting for, or running on,
+    leased workers; keyed by function as Ray's scheduling classes are, so a slow function's
+    calls never queue behind another function's."""
 
     __slots__ = ("key", "shape", "runtime_env", "pending", "leases", "requests", "avg_s", "single")
 
@@ -48,6 +51,23 @@ class ShapeQueue:
             return 1
         return pipeline_depth
 
+    def room(self, lease: Lease, pipeline_depth: int, now: float) -> int:
+        """How many more tasks to push to `lease` now.
+
+        A task that runs far longer than this function's average (a slow call among fast
+        ones) stalls the lease: nothing more is queued behind it, and the backlog asks for
+        another worker instead.
+        """
+        if lease.dead:
+            return 0
+        depth = self.depth(pipeline_depth)
+        n = len(lease.in_flight)
+        if n and depth > 1:
+            oldest = next(iter(lease.in_flight.values()))
+            if now - oldest.pushed_at > max(0.005, 5 * (self.avg_s or 0.0)):
+                return 0
+        return max(depth - n, 0)
+
     def record_duration(self, seconds: float) -> None:
         self.avg_s = seconds if self.avg_s is None else 0.8 * self.avg_s + 0.2 * seconds
 
@@ -55,7 +75,8 @@ class ShapeQueue:
         """How many more leases to ask for, given the backlog."""
         if not self.pending:
             return 0
-        room = sum(max(self.depth(pipeline_depth) - len(ls.in_flight), 0) for ls in self.leases.values())
+        now = time.perf_counter()
+        room = sum(self.room(ls, pipeline_depth, now) for ls in self.leases.values())
         backlog = len(self.pending) - room
         if backlog <= 0:
             return 0

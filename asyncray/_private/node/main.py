@@ -338,7 +338,10 @@ async def amain(args: dict) -> None:
 
 def main() -> None:
     args = json.loads(sys.argv[1])
-    process.set_parent_death_signal(args["parent_pid"])
+    # SIGTERM, not SIGKILL: the node must still unlink the session's segments on the way out.
+    import signal
+
+    process.set_parent_death_signal(args["parent_pid"], signal.SIGTERM)
     logging.basicConfig(level=args.get("logging_level", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loop = process.new_event_loop()
