@@ -45,8 +45,11 @@ LOCK_FILE = "/tmp/bench.lock"   # the same lock as `flock /tmp/bench.lock python
 ORPHAN_GRACE_S = 10.0
 
 
+OUT = sys.stdout   # human-readable output; stderr when the JSON goes to stdout
+
+
 def log(msg):
-    print(msg, flush=True)
+    print(msg, file=OUT, flush=True)
 
 
 # --------------------------------------------------------------------------
@@ -265,7 +268,7 @@ class Runner:
                                         cwd=ROOT, env=driver_env(module), start_new_session=True,
                                         text=True, bufsize=1)
                 self.current = proc
-                reader = threading.Thread(target=self._echo, args=(proc.stdout,), daemon=True)
+                reader = threading.Thread(target=self._echo, args=(proc.stdout, log_path), daemon=True)
                 reader.start()
                 timed_out = False
                 try:
@@ -315,24 +318,38 @@ class Runner:
                     self.error(module, w, why, group)
                 break
 
-    def _echo(self, stream):
-        for line in stream:
-            sys.stdout.write(line)
-            sys.stdout.flush()
+    FIGURE = re.compile(r"^(#|\S+\s+(ERROR|[-+]?(\d|inf|nan)\S*)\s)")
+
+    def _echo(self, stream, log_path):
+        """Print the driver's figure and comment lines; anything else its runtime
+        prints (e.g. Ray's forwarded worker logs) goes to the driver's log."""
+        with open(log_path, "a") as extra:
+            for line in stream:
+                if self.FIGURE.match(line):
+                    OUT.write(line)
+                    OUT.flush()
+                else:
+                    extra.write("[stdout] " + line)
+                    extra.flush()
 
     def error(self, module, workload, reason, group):
         self.results.setdefault(module, {})[workload] = {"error": reason, "workload": workload, "group": group}
         log(f"{workload:<28} {'ERROR':>12}  # {reason}")
 
 
-def _tail(path, n=1):
+def _tail(path):
+    """The gist of a dead driver's stderr: faulthandler's fatal error and innermost
+    frame, or the last line the driver itself wrote."""
     try:
         with open(path, errors="replace") as f:
-            lines = [ln.strip() for ln in f if ln.strip()]
+            lines = [ln.rstrip() for ln in f if ln.strip() and not ln.startswith("[stdout] ")]
     except OSError:
         return ""
-    out = " | ".join(lines[-n:])
-    return out[-300:]
+    for i, ln in enumerate(lines):
+        if ln.startswith("Fatal Python error"):
+            where = next((x.strip() for x in lines[i + 1:] if x.strip().startswith("File ")), "")
+            return f"{ln.strip()}{'; ' + where if where else ''}"[:300]
+    return lines[-1].strip()[-300:] if lines else ""
 
 
 # --------------------------------------------------------------------------
@@ -490,7 +507,10 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    global OUT
     a = parse_args(argv)
+    if a.json == "-":
+        OUT = sys.stderr
     if a.list:
         sizes = catalog.QUICK_SIZES if a.quick else catalog.SIZES
         for g, (init_kwargs, ws) in catalog.GROUPS.items():
@@ -557,7 +577,8 @@ def main(argv=None):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as f:
             f.write(text + "\n")
-        log(f"# results: {os.path.relpath(path, ROOT)}  (logs: {out['meta']['logs']}/)  "
+        shown = os.path.relpath(path, ROOT) if os.path.abspath(path).startswith(ROOT + os.sep) else path
+        log(f"# results: {shown}  (logs: {out['meta']['logs']}/)  "
             f"total {out['meta']['wall_s']:.0f}s")
     if lock is not None:
         lock.close()

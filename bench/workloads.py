@@ -173,12 +173,23 @@ def foreign_cpu(start):
             mine.add(c)
             todo.append(c)
     foreign = 0.0
+    top = []
     for key, (ppid, cpu) in now.items():
         if key[0] in mine or key[0] == 2 or ppid == 2:
             continue
-        foreign += cpu - before.get(key, (0, 0.0))[1]
+        used = cpu - before.get(key, (0, 0.0))[1]
+        foreign += used
+        if used >= 0.05:
+            try:
+                with open(f"/proc/{key[0]}/comm") as f:
+                    name = f.read().strip()
+            except OSError:
+                name = "?"
+            top.append((round(used, 2), key[0], ppid, name))
+    top.sort(reverse=True)
     return {"wall_s": round(wall, 2), "foreign_cpu_s": round(foreign, 2),
-            "foreign_cpu_frac": round(foreign / (wall * os.cpu_count()), 3)}
+            "foreign_cpu_frac": round(foreign / (wall * os.cpu_count()), 3),
+            "foreign_top": [f"{n} (pid {p}, ppid {pp}): {c} s" for c, p, pp, n in top[:5]]}
 
 
 def proc_label(p, me_pid):
@@ -681,11 +692,15 @@ class Bench:
         for i in range(rounds):
             rc, so, se, _wall, timed_out, left = self.run_child(cmd, limit)
             line = next((ln for ln in so.splitlines() if ln.startswith("LIFECYCLE")), "")
+            if timed_out:
+                stage = ""
+                if line.startswith("LIFECYCLE_ERROR "):  # what it was doing when it was ended
+                    stage = f" (in {json.loads(line.split(' ', 1)[1])['stage']})"
+                raise WorkloadError(f"timeout: an init/shutdown round was still running after "
+                                    f"{limit:.0f}s{stage}")
             if line.startswith("LIFECYCLE_ERROR "):
                 e = json.loads(line.split(" ", 1)[1])
                 raise WorkloadError(f"{e['stage']}: {e['error']}")
-            if timed_out:
-                raise WorkloadError(f"timeout: an init/shutdown round was still running after {limit:.0f}s")
             if not line:
                 raise WorkloadError(f"lifecycle process exited {rc}: {last_lines(se)}")
             r = json.loads(line.split(" ", 1)[1])
