@@ -123,7 +123,7 @@ class ObjectRef(Generic[T]):
 def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
     from asyncray._private.runtime import current_client
 
-    return ObjectRef(object_id, owner, current_client())
+    return current_client().deserialized_ref(object_id, owner)
 
 
 class ObjectRefGenerator:

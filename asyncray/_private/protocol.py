@@ -241,6 +241,8 @@ class TaskReply(NamedTuple):
     app_error: bool
     # The worker exits after this reply (max_calls reached): drop the lease, do not return it.
     worker_exiting: bool
+    # Per return: [[object_id, owner], ...] refs the value contains (each held for the return).
+    nested: list
 
 
 @message(52)
@@ -292,6 +294,7 @@ class GeneratorItem(NamedTuple):
     task_id: bytes
     index: int  # 1-based; the item's object id is task_id + index
     payload: list
+    nested: list  # [[object_id, owner], ...] refs the item contains
 
 
 @message(59)
@@ -299,3 +302,31 @@ class CancelTask(NamedTuple):
     task_id: bytes
     force: bool
     recursive: bool
+
+
+@message(60)
+class AddBorrower(NamedTuple):
+    """Keep these objects for `key` (a borrower's address, or "obj:<container hex>")."""
+
+    req_id: int
+    object_ids: list
+    key: str
+
+
+@message(61)
+class AddBorrowerReply(NamedTuple):
+    req_id: int
+
+
+@message(62)
+class RemoveBorrower(NamedTuple):
+    object_ids: list
+    key: str
+
+
+@message(63)
+class PeerDied(NamedTuple):
+    """The node tells its processes that a worker died: fail what waits on it, drop its borrows."""
+
+    address: str
+    reason: str

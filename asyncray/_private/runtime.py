@@ -134,10 +134,13 @@ class Runtime:
             p.LogLines: self._on_log_lines,
             p.GetJobInfo: self._on_get_job_info,
             p.GeneratorItem: c.on_generator_item,
+            p.AddBorrower: c.on_add_borrower,
+            p.RemoveBorrower: c.on_remove_borrower,
+            p.PeerDied: c.on_peer_died,
         }
         for reply in (p.LeaseGranted, p.LeaseFailed, p.CreateObjectReply, p.ObjectReply, p.RegisterJobReply,
                       p.RegisterClientReply, p.NodesReply, p.ResourcesReply, p.KVReply, p.ShutdownNodeReply,
-                      p.JobInfoReply):
+                      p.JobInfoReply, p.AddBorrowerReply):
             self._handlers[reply] = c.on_reply
         self._handlers.update(self.extra_handlers)
 

@@ -7,12 +7,10 @@ guarded by `lock`, so a `get` of a value that is already here, and a small `put`
 the caller's thread.
 
 Ownership: the process that submits a task or calls `put` owns the result. It keeps small
-values in `objects`; large ones live in the node's store and `objects` records where. Local
-ObjectRef instances count references (`add_ref`/`release_ref`); a task in flight keeps its
-argument refs alive by holding them. An owned object freed with a count of zero leaves the
-table and, if stored, the store. Known gap (see docs/architecture.md): an object whose ref was
-pickled into another process ("escaped") is kept until its owner exits, because the borrower
-protocol that would free it earlier is not built yet.
+values in `objects`; large ones live in the node's store and `objects` records where. Counting
+follows Ray's protocol (see references.py): local ObjectRef instances, task specs in flight
+(they hold their argument refs), borrowers, and objects that contain the ref. An owned object
+that none of these holds leaves the table and, if stored, the store.
 """
 from __future__ import annotations
 
@@ -28,6 +26,7 @@ from typing import Any, Callable
 from asyncray._private import ids, protocol as p, serialization
 from asyncray._private.config import Config
 from asyncray._private.core.leases import Lease, ShapeQueue
+from asyncray._private.core.references import References, container_key
 from asyncray._private.object_store import segments
 from asyncray._private.transport.sockets import Endpoint, Peer
 
@@ -81,7 +80,7 @@ class Entry:
 class TaskSpec:
     __slots__ = ("task_id", "name", "fn_id", "fn_blob", "args_blob", "dep_refs", "dep_payloads", "num_returns",
                  "return_ids", "queue_key", "shape", "runtime_env", "retries_left", "retry_exceptions",
-                 "single", "waiting", "pushed_at", "cpus", "max_calls", "cancelled")
+                 "single", "waiting", "pushed_at", "cpus", "max_calls", "cancelled", "nested_refs")
 
 
 class FunctionDescriptor:
@@ -111,14 +110,20 @@ class CoreClient:
         self.task_ids = ids.TaskIdGenerator(ids.job_id_from_int(job_id))
         self.lock = threading.Lock()
         self.objects: dict[bytes, Entry] = {}
-        self.refcounts: dict[bytes, int] = {}
-        self.escaped: set[bytes] = set()
+        self.refs = References()
+        self.refcounts = self.refs.local  # read by tests and by the release fast path
         self._released: deque[bytes] = deque()
         self._release_wakeup = False
         self._to_free: list[bytes] = []
+        self._outbox: list[tuple[str, Any]] = []  # messages decided under the lock, sent after it
+        self._borrow_state = threading.local()
         self.mappings = segments.MappingCache()
         self._req_ids = itertools.count(1)
         self._requests: dict[int, Callable[[Any], None]] = {}
+        self._request_failed: dict[int, Callable[[str, str], None]] = {}
+        self._requests_to: dict[str, set[int]] = {}
+        self._request_address: dict[int, str] = {}
+        self._dead_peers: dict[str, str] = {}  # address -> why (from PeerDied)
         self._queues: dict[tuple, ShapeQueue] = {}
         self._lease_of_request: dict[int, ShapeQueue] = {}
         self._task_lease: dict[bytes, tuple[ShapeQueue, Lease]] = {}
@@ -138,7 +143,7 @@ class CoreClient:
     # ====================================================================== references
     def add_ref(self, oid: bytes) -> None:
         with self.lock:
-            self.refcounts[oid] = self.refcounts.get(oid, 0) + 1
+            self.refs.add_local(oid)
 
     def release_ref(self, oid: bytes) -> None:
         # May run in any thread, inside the GC: no locks, just a queue and one wake-up.
@@ -150,26 +155,141 @@ class CoreClient:
     def _process_releases(self) -> None:
         self._release_wakeup = False
         released = self._released
-        to_free = self._to_free
+        refs = self.refs
         with self.lock:
             while released:
                 oid = released.popleft()
-                n = self.refcounts.get(oid, 0) - 1
-                if n > 0:
-                    self.refcounts[oid] = n
-                    continue
-                self.refcounts.pop(oid, None)
-                if oid in self.escaped:
-                    continue
-                entry = self.objects.get(oid)
-                if entry is None or entry.payload is PENDING:
-                    continue  # a pending result with no refs left is dropped when it arrives
+                if refs.release_local(oid):
+                    self._maybe_free(oid)
+        self._flush_frees()
+
+    def _maybe_free(self, oid: bytes) -> None:
+        """Under the lock: drop `oid` if nothing holds it any more (and what it contains)."""
+        refs = self.refs
+        if refs.in_use(oid):
+            return
+        entry = self.objects.get(oid)
+        if entry is None:
+            owner = refs.pop_borrowed(oid)
+            if owner is not None:
+                self._outbox.append((owner, p.RemoveBorrower([oid], self.address)))
+            return
+        if entry.owned:
+            if entry.payload is PENDING:
+                return  # dropped when the result arrives (_set_payload)
+            del self.objects[oid]
+            if entry.payload[0] == p.SHM:
+                self._to_free.append(oid)
+            key = container_key(oid)
+            for inner, owner in refs.pop_contained(oid):
+                if owner == self.address:
+                    refs.remove_borrower(inner, key)
+                    self._maybe_free(inner)
+                else:
+                    self._outbox.append((owner, p.RemoveBorrower([inner], key)))
+        else:
+            if entry.payload is not PENDING or not entry.callbacks:
                 del self.objects[oid]
-                if entry.owned and entry.payload[0] == p.SHM:
-                    to_free.append(oid)
-        if to_free:
-            self._to_free = []
+            owner = refs.pop_borrowed(oid)
+            if owner is not None:
+                self._outbox.append((owner, p.RemoveBorrower([oid], self.address)))
+
+    def _flush_frees(self) -> None:
+        """Loop thread, after the lock: send what _maybe_free decided."""
+        if self._to_free:
+            to_free, self._to_free = self._to_free, []
             self.endpoint.send(self.node_address, p.FreeObjects(to_free))
+        if self._outbox:
+            out, self._outbox = self._outbox, []
+            for address, msg in out:
+                self.endpoint.send(address, msg)
+
+    # -- borrowing ------------------------------------------------------------------------------
+    def deserialized_ref(self, oid: bytes, owner: str) -> Any:
+        """An ObjectRef unpickled in this process; a foreign one makes us a borrower."""
+        from asyncray.object_ref import ObjectRef
+
+        ref = ObjectRef(oid, owner, self)
+        if owner != self.address:
+            with self.lock:
+                first = self.refs.note_borrowed(oid, owner)
+            if first:
+                pending = getattr(self._borrow_state, "new", None)
+                if pending is not None:
+                    pending.append((oid, owner))
+                else:  # unpickled outside value(): register without waiting
+                    self.endpoint.call_threadsafe(self._send_borrows, [(oid, owner)], None, None)
+        return ref
+
+    def _send_borrows(self, borrows: list[tuple[bytes, str]], hold: Any, done: Any) -> None:
+        """Loop thread: register as borrower with each owner; `hold` (the container's refs)
+        stays alive, and `done` unset, until every owner has acknowledged."""
+        by_owner: dict[str, list[bytes]] = {}
+        for oid, owner in borrows:
+            by_owner.setdefault(owner, []).append(oid)
+        left = [len(by_owner)]
+
+        def acked(_msg: Any) -> None:
+            left[0] -= 1
+            if left[0] == 0 and done is not None:
+                done.set()
+
+        for owner, oids in by_owner.items():
+            self._request(owner, lambda rid, oids=oids: p.AddBorrower(rid, oids, self.address),
+                          lambda msg, h=hold: acked(msg), owner_failed=lambda address, why: acked(None))
+
+    def on_add_borrower(self, msg: p.AddBorrower, peer: Peer) -> None:
+        with self.lock:
+            for oid in msg.object_ids:
+                self.refs.add_borrower(oid, msg.key)
+        if msg.req_id:
+            peer.answer(p.AddBorrowerReply(msg.req_id))
+
+    def on_remove_borrower(self, msg: p.RemoveBorrower, peer: Peer) -> None:
+        with self.lock:
+            for oid in msg.object_ids:
+                self.refs.remove_borrower(oid, msg.key)
+                self._maybe_free(oid)
+        self._flush_frees()
+
+    def hold_contained(self, container: bytes, inner_refs: list, owner_of_container: str | None = None) -> list:
+        """`container` (owned by us, or by the caller of the task we run) holds `inner_refs`:
+        register that hold with each inner ref's owner. Returns [[id, owner], ...]."""
+        if not inner_refs:
+            return []
+        key = container_key(container)
+        nested, remote = [], []
+        with self.lock:
+            for r in inner_refs:
+                nested.append([r._id, r._owner])
+                if r._owner == self.address:
+                    self.refs.add_borrower(r._id, key)
+                else:
+                    remote.append(r)
+        for r in remote:
+            # Same connection as our own later release of r: the owner sees the hold first.
+            self.endpoint.call_threadsafe(self.endpoint.send, r._owner, p.AddBorrower(0, [r._id], key))
+        return nested
+
+    def _record_contained(self, container: bytes, nested: list) -> None:
+        if nested:
+            with self.lock:
+                self.refs.set_contained(container, [(oid, owner) for oid, owner in nested])
+
+    def on_peer_died(self, msg: p.PeerDied, peer: Peer) -> None:
+        """A process on our node died: what we wait for from it fails; its borrows go."""
+        self._dead_peers[msg.address] = msg.reason
+        self.endpoint.disconnect(msg.address)
+        for rid in list(self._requests_to.pop(msg.address, ())):
+            cb = self._requests.pop(rid, None)
+            failed = self._request_failed.pop(rid, None)
+            self._request_address.pop(rid, None)
+            if cb is not None and failed is not None:
+                failed(msg.address, msg.reason)
+        with self.lock:
+            for oid in self.refs.remove_borrower_everywhere(msg.address):
+                self._maybe_free(oid)
+        self._flush_frees()
 
     def object_count(self) -> int:
         with self.lock:
@@ -181,7 +301,7 @@ class CoreClient:
         with self.lock:
             entry = self.objects.get(oid)
             if entry is None:
-                if oid not in self.refcounts:
+                if not self.refs.in_use(oid):
                     # Nobody holds a ref any more: free the stored copy straight away.
                     if payload[0] == p.SHM:
                         self.endpoint.send(self.node_address, p.FreeObjects([oid]))
@@ -189,10 +309,9 @@ class CoreClient:
                 entry = self.objects[oid] = Entry(owned=True)
             entry.payload = payload
             callbacks, entry.callbacks = entry.callbacks, None
-            if oid not in self.refcounts and oid not in self.escaped:
-                del self.objects[oid]
-                if entry.owned and payload[0] == p.SHM:
-                    self.endpoint.send(self.node_address, p.FreeObjects([oid]))
+            if entry.owned:
+                self._maybe_free(oid)
+        self._flush_frees()
         if callbacks:
             for cb in callbacks:
                 try:
@@ -235,8 +354,12 @@ class CoreClient:
             self._fetching.discard(oid)
             self._set_payload(oid, msg.payload)
 
-        self._request(owner, lambda rid: p.GetObject(rid, oid), done, owner_failed=lambda err: done(
-            p.ObjectReply(0, self._error_payload(err))))
+        def owner_died(address: str, reason: str) -> None:
+            from asyncray.exceptions import OwnerDiedError
+
+            done(p.ObjectReply(0, self._error_payload(OwnerDiedError(oid.hex(), f"{address} ({reason})"))))
+
+        self._request(owner, lambda rid: p.GetObject(rid, oid), done, owner_failed=owner_died)
 
     def on_get_object(self, msg: p.GetObject, peer: Peer) -> None:
         """A borrower asks for one of our objects."""
@@ -259,13 +382,29 @@ class CoreClient:
 
     # ====================================================================== requests
     def _request(self, address: str, make: Callable[[int], Any], on_reply: Callable[[Any], None],
-                 owner_failed: Callable[[BaseException], None] | None = None) -> None:
+                 owner_failed: Callable[[str, str], None] | None = None) -> None:
+        """Send a request; on_reply gets the answer, or owner_failed an error if the peer dies."""
+        if address in self._dead_peers and owner_failed is not None:
+            owner_failed(address, self._dead_peers[address])
+            return
         rid = next(self._req_ids)
         self._requests[rid] = on_reply
+        if owner_failed is not None:
+            self._request_failed[rid] = owner_failed
+            self._requests_to.setdefault(address, set()).add(rid)
+            self._request_address[rid] = address
         self.endpoint.send(address, make(rid))
 
     def on_reply(self, msg: Any, peer: Peer) -> None:
-        cb = self._requests.pop(msg.req_id, None)
+        rid = msg.req_id
+        cb = self._requests.pop(rid, None)
+        if self._request_failed.pop(rid, None) is not None:
+            address = self._request_address.pop(rid)
+            waiting = self._requests_to.get(address)
+            if waiting is not None:
+                waiting.discard(rid)
+                if not waiting:
+                    del self._requests_to[address]
         if cb is not None:
             cb(msg)
         elif type(msg) is p.LeaseGranted:  # granted after we cancelled the request: give it back
@@ -322,18 +461,33 @@ class CoreClient:
                     self.on_unblock()
         return out  # type: ignore[return-value]
 
-    def value(self, payload: list) -> Any:
+    def value(self, payload: list, hold: Any = None, borrows_done: list | None = None) -> Any:
+        """Rebuild a value. Refs inside it that we did not have make us a borrower: the
+        registration goes out now, with `hold` (the container's refs) kept alive until the
+        owners acknowledge it; a threading.Event per registration is appended to `borrows_done`."""
         kind = payload[0]
-        if kind == p.INLINE:
-            return serialization.deserialize(payload[1])
-        if kind == p.SHM:
-            base = self.mappings.base(payload[1])
-            return serialization.deserialize(memoryview(base))
-        exc = serialization.deserialize_exception(payload[1])
-        raise exc
+        if kind == p.ERROR:
+            raise serialization.deserialize_exception(payload[1])
+        state = self._borrow_state
+        outer = getattr(state, "new", None)
+        state.new = new = []
+        try:
+            if kind == p.INLINE:
+                value = serialization.deserialize(payload[1])
+            else:
+                base = self.mappings.base(payload[1])
+                value = serialization.deserialize(memoryview(base))
+        finally:
+            state.new = outer
+        if new:
+            done = threading.Event()
+            if borrows_done is not None:
+                borrows_done.append(done)
+            self.endpoint.call_threadsafe(self._send_borrows, new, hold, done)
+        return value
 
     def get(self, refs: list, timeout: float | None) -> list:
-        return [self.value(pl) for pl in self.payloads(refs, timeout)]
+        return [self.value(pl, hold=refs) for pl in self.payloads(refs, timeout)]
 
     async def get_async(self, refs: list, timeout: float | None, single: bool = False) -> Any:
         loop = asyncio.get_running_loop()
@@ -361,7 +515,7 @@ class CoreClient:
             from asyncray.exceptions import GetTimeoutError
 
             raise GetTimeoutError(f"Get timed out: {left[0]} of {len(refs)} object(s) not ready after {timeout} s.")
-        values = [self.value(pl) for pl in out]
+        values = [self.value(pl, hold=refs) for pl in out]
         return values[0] if single else values
 
     def future(self, ref: Any) -> concurrent.futures.Future:
@@ -369,7 +523,7 @@ class CoreClient:
 
         def cb(payload: list) -> None:
             try:
-                fut.set_result(self.value(payload))
+                fut.set_result(self.value(payload, hold=ref))
             except BaseException as e:  # the task's error
                 fut.set_exception(e)
 
@@ -394,7 +548,7 @@ class CoreClient:
 
         oid = ids.object_id(self.task_ids.next_task_id(), 0)
         ser = serialization.serialize(value)
-        self._mark_escaped(ser.refs)
+        self._record_contained(oid, self.hold_contained(oid, ser.refs))
         payload = self._store_serialized(oid, ser)
         entry = Entry(owned=True)
         entry.payload = payload
@@ -414,12 +568,6 @@ class CoreClient:
         self.endpoint.call_threadsafe(self.endpoint.send, self.node_address, p.SealObject(oid))
         return [p.SHM, reply.segment, ser.size, b""]
 
-    def _mark_escaped(self, refs: list) -> None:
-        if refs:
-            with self.lock:
-                for r in refs:
-                    self.escaped.add(r._id)
-
     # ====================================================================== submit
     def submit_task(self, fn: FunctionDescriptor, args: tuple, kwargs: dict, *, num_returns: int,
                     shape: dict[str, float], runtime_env: Any, max_retries: int, retry_exceptions: Any,
@@ -431,7 +579,7 @@ class CoreClient:
         spec.name = name or fn.name
         spec.fn_id = fn.fn_id
         spec.fn_blob = fn.blob
-        spec.args_blob, spec.dep_refs = self._serialize_args(args, kwargs)
+        spec.args_blob, spec.dep_refs, spec.nested_refs = self._serialize_args(args, kwargs)
         spec.num_returns = num_returns
         streaming = num_returns == p.STREAMING
         spec.return_ids = [] if streaming else [ids.object_id(task_id, i + 1) for i in range(max(num_returns, 1))]
@@ -462,7 +610,7 @@ class CoreClient:
         self.endpoint.call_threadsafe(self._submit, spec)
         return refs
 
-    def _serialize_args(self, args: tuple, kwargs: dict) -> tuple[bytes, list]:
+    def _serialize_args(self, args: tuple, kwargs: dict) -> tuple[bytes, list, list]:
         from asyncray.object_ref import ObjectRef
 
         deps: list = []
@@ -494,8 +642,9 @@ class CoreClient:
             args = tuple(big(a) for a in args)
             kwargs = {k: big(v) for k, v in kwargs.items()}
             ser = serialization.serialize((args, kwargs))
-        self._mark_escaped(ser.refs)
-        return ser.to_bytes(), deps
+        # Refs nested in the arguments stay alive with the spec until the task is done; the
+        # worker registers itself as their borrower before it replies.
+        return ser.to_bytes(), deps, ser.refs
 
     @staticmethod
     def _raise_arg_error(args: tuple, kwargs: dict) -> None:
@@ -623,7 +772,9 @@ class CoreClient:
             self._end_stream(spec.task_id, msg.returns[0][1])
         else:
             self._specs.pop(spec.task_id, None)
-            for rid, payload in zip(spec.return_ids, msg.returns):
+            for i, (rid, payload) in enumerate(zip(spec.return_ids, msg.returns)):
+                if msg.nested and msg.nested[i]:
+                    self._record_contained(rid, msg.nested[i])
                 self._set_payload(rid, payload)
         if msg.worker_exiting:
             lease.dead = True
@@ -649,6 +800,8 @@ class CoreClient:
 
     # -- streaming generators ------------------------------------------------------------------
     def on_generator_item(self, msg: p.GeneratorItem, peer: Peer) -> None:
+        if msg.nested:
+            self._record_contained(ids.object_id(msg.task_id, msg.index), msg.nested)
         self._stream_item(msg.task_id, msg.index, msg.payload)
 
     def _stream_item(self, task_id: bytes, index: int, payload: list) -> None:

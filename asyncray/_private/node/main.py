@@ -146,6 +146,11 @@ class NodeManager:
             self.scheduler.pool.release(req.units)
             self.scheduler.submit(req)
         self._owner_gone(wid, rec.address)
+        if rec.address:
+            # Whoever waits on it (objects it owns) or counts it as a borrower must know.
+            died = p.PeerDied(rec.address, reason)
+            for identity in list(self.clients) + [w for w, r in self.pool.workers.items() if r.registered]:
+                self.endpoint.reply(identity, died)
         self._dispatch()
 
     # -- leases ----------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ class Executor:
 
                 err = RaySystemError(f"asyncray failed to run task {msg.name}: {e!r}")
                 reply = p.TaskReply(msg.task_id, [[p.ERROR, serialization.dumps_exception(err)]] * max(msg.num_returns, 1),
-                                    False, False)
+                                    False, False, [])
             self.rt.endpoint.call_threadsafe(peer.answer, reply)
             if exiting:
                 self.rt.loop_thread.call(self.rt.endpoint.flush)
@@ -152,7 +152,7 @@ class Executor:
 
         self.cancelled.discard(msg.task_id)
         err = [p.ERROR, serialization.dumps_exception(TaskCancelledError(msg.task_id.hex()))]
-        return p.TaskReply(msg.task_id, [err] * max(msg.num_returns, 1), False, False)
+        return p.TaskReply(msg.task_id, [err] * max(msg.num_returns, 1), False, False, [])
 
     def _execute(self, msg: p.PushTask) -> p.TaskReply:
         client = self.client
@@ -165,9 +165,10 @@ class Executor:
         context.task_name = msg.name
         try:
             fn = self._function(msg)
-            args, kwargs = serialization.deserialize(msg.args_blob)
+            borrows: list = []  # registrations as borrower of refs inside the arguments
+            args, kwargs = client.value([p.INLINE, msg.args_blob], borrows_done=borrows)
             if msg.deps:
-                values = [client.value(pl) for pl in msg.deps]
+                values = [client.value(pl, borrows_done=borrows) for pl in msg.deps]
                 args = [values[a.index] if type(a) is _Dep else a for a in args]
                 kwargs = {k: values[v.index] if type(v) is _Dep else v for k, v in kwargs.items()}
             result = fn(*args, **kwargs)
@@ -179,11 +180,16 @@ class Executor:
                 values_out = [result]
             else:
                 values_out = _split(result, msg.num_returns, msg.name)
-            returns = [self._store(rid, v, msg.owner_address) for rid, v in zip(return_ids, values_out)]
-            return p.TaskReply(msg.task_id, returns, False, False)
+            returns, nested = [], []
+            for rid, v in zip(return_ids, values_out):
+                payload, inner = self._store(rid, v, msg.owner_address)
+                returns.append(payload)
+                nested.append(inner)
+            _confirm(borrows)
+            return p.TaskReply(msg.task_id, returns, False, False, nested if any(nested) else [])
         except Exception as e:
             payload = [p.ERROR, serialization.dumps_exception(_task_error(msg.name, e))]
-            return p.TaskReply(msg.task_id, [payload] * n, True, False)
+            return p.TaskReply(msg.task_id, [payload] * n, True, False, [])
         finally:
             context.task_id = None
             for s in (self.stdout, self.stderr):
@@ -203,18 +209,26 @@ class Executor:
         try:
             for item in result:
                 n += 1
-                payload = self._store(ids.object_id(msg.task_id, n), item, msg.owner_address)
-                send(answer, p.GeneratorItem(msg.task_id, n, payload))
+                payload, inner = self._store(ids.object_id(msg.task_id, n), item, msg.owner_address)
+                send(answer, p.GeneratorItem(msg.task_id, n, payload, inner))
         except Exception as e:
             n += 1
             payload = [p.ERROR, serialization.dumps_exception(_task_error(msg.name, e))]
-            send(answer, p.GeneratorItem(msg.task_id, n, payload))
-        return p.TaskReply(msg.task_id, [[p.END, n]], False, False)
+            send(answer, p.GeneratorItem(msg.task_id, n, payload, []))
+        return p.TaskReply(msg.task_id, [[p.END, n]], False, False, [])
 
-    def _store(self, oid: bytes, value: Any, owner: str) -> list:
+    def _store(self, oid: bytes, value: Any, owner: str) -> tuple[list, list]:
+        """Serialise a return value; refs inside it are held for it (see references.py)."""
         ser = serialization.serialize(value)
-        self.client._mark_escaped(ser.refs)
-        return self.client._store_serialized(oid, ser, owner)
+        nested = self.client.hold_contained(oid, ser.refs)
+        return self.client._store_serialized(oid, ser, owner), nested
+
+
+def _confirm(borrows: list) -> None:
+    """Before replying, the owners of refs we received must know we borrow them: the caller
+    drops its own hold on them when it sees our reply."""
+    for done in borrows:
+        done.wait(30)
 
 
 def _split(result: Any, k: int, name: str) -> list:
