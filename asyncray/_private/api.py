@@ -29,7 +29,8 @@ class InitContext:
     """What init() returns: usable as `with ray.init(): ...` (shuts down on exit)."""
 
     def __init__(self, rt: Any) -> None:
-        self.address_info = {"address": getattr(rt, "head_tcp", ""), "node_id": rt.node_id.hex(),
+        head = getattr(rt, "head_tcp", "") or rt.head_address
+        self.address_info = {"address": head.replace("tcp://", ""), "node_id": rt.node_id.hex(),
                              "session_dir": rt.session_dir}
         self.dashboard_url = None
 
@@ -72,15 +73,15 @@ def init(address: str | None = None, **kwargs: Any) -> InitContext:
                 if k in resources:
                     raise ValueError(f"Use the 'num_{k.lower()}s' argument to init() instead of resources['{k}'].")
         env = opts.validate_runtime_env(kwargs.get("runtime_env"))
-        if address == "auto":
-            raise ConnectionError("address='auto' needs a running asyncray cluster, and none was found. "
-                                  "Start one with `asyncray start --head`, or call init() without an address.")
-        if address not in (None, "local"):
-            raise ConnectionError(f"joining an existing cluster at {address!r} is not supported by asyncray yet; "
-                                  "call init() without an address to start a local cluster.")
+        address = _resolve_address(address)
+        if address is not None:
+            for key in ("num_cpus", "num_gpus", "resources", "object_store_memory"):
+                if kwargs.get(key) is not None:
+                    raise ValueError(f"When connecting to an existing cluster, {key} must not be provided: the "
+                                     f"cluster's nodes declare their resources when they start.")
         config = Config.from_env(**({"temp_dir": kwargs["_temp_dir"]} if kwargs.get("_temp_dir") else {}))
         rt = runtime_mod.Runtime.start_driver(
-            config=config, address=None, num_cpus=num_cpus, num_gpus=kwargs.get("num_gpus"), resources=resources,
+            config=config, address=address, num_cpus=num_cpus, num_gpus=kwargs.get("num_gpus"), resources=resources,
             object_store_memory=kwargs.get("object_store_memory"), namespace=kwargs.get("namespace"),
             logging_level=kwargs.get("logging_level", logging.INFO), log_to_driver=kwargs.get("log_to_driver", True))
         _job_runtime_env = env
@@ -89,6 +90,27 @@ def init(address: str | None = None, **kwargs: Any) -> InitContext:
             atexit.register(shutdown)
             _atexit_registered = True
         return InitContext(rt)
+
+
+def _resolve_address(address: str | None) -> str | None:
+    """Ray's order: "local" starts a cluster; None joins ASYNCRAY_ADDRESS if set, else starts one;
+    "auto" needs a running cluster named by ASYNCRAY_ADDRESS; anything else is a head address."""
+    import os
+
+    if address == "local":
+        return None
+    env = os.environ.get("ASYNCRAY_ADDRESS") or None
+    if address is None:
+        return env
+    if address == "auto":
+        if env is None:
+            raise ConnectionError("address='auto' needs a running asyncray cluster, and none was found: set "
+                                  "ASYNCRAY_ADDRESS to its head's address, or call init() without an address to "
+                                  "start a local cluster.")
+        return env
+    if not isinstance(address, str):
+        raise TypeError(f"address must be a string like 'host:port', got {type(address).__name__}.")
+    return address
 
 
 def auto_init() -> Any:

@@ -26,6 +26,8 @@ class Config:
     idle_worker_timeout_s: float = 10.0
     # Deadline for a child process to report ready at start-up (s).
     startup_timeout_s: float = 20.0
+    # Deadline for a head to answer a driver joining it (s).
+    connect_timeout_s: float = 10.0
     # SIGTERM -> SIGKILL grace when stopping a process (s).
     stop_grace_s: float = 2.0
     # Root of session directories (sockets, logs, snapshot).

@@ -330,3 +330,15 @@ class PeerDied(NamedTuple):
 
     address: str
     reason: str
+
+
+@message(64)
+class UnregisterClient(NamedTuple):
+    """A driver leaves a cluster it joined: release its leases, requests and objects now."""
+
+    req_id: int
+
+
+@message(65)
+class UnregisterClientReply(NamedTuple):
+    req_id: int

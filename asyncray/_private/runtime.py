@@ -140,7 +140,7 @@ class Runtime:
         }
         for reply in (p.LeaseGranted, p.LeaseFailed, p.CreateObjectReply, p.ObjectReply, p.RegisterJobReply,
                       p.RegisterClientReply, p.NodesReply, p.ResourcesReply, p.KVReply, p.ShutdownNodeReply,
-                      p.JobInfoReply, p.AddBorrowerReply):
+                      p.JobInfoReply, p.AddBorrowerReply, p.UnregisterClientReply):
             self._handlers[reply] = c.on_reply
         self._handlers.update(self.extra_handlers)
 
@@ -173,11 +173,9 @@ class Runtime:
                      resources: dict | None, object_store_memory: int | None, namespace: str | None,
                      logging_level: Any, log_to_driver: bool) -> "Runtime":
         session = f"{os.getpid():x}{os.urandom(3).hex()}"
-        if address is None:
-            os.makedirs(config.temp_dir, exist_ok=True)
-            session_dir = os.path.join(config.temp_dir, f"s-{session}")
-        else:
-            session_dir = ""
+        os.makedirs(config.temp_dir, exist_ok=True)
+        # A joining driver gets a directory of its own for its socket; the cluster's stays the cluster's.
+        session_dir = os.path.join(config.temp_dir, f"{'s' if address is None else 'd'}-{session}")
         rt = cls(config=config, session=session, session_dir=session_dir, identity=random_id(), kind="driver")
         rt.log_to_driver = log_to_driver
         try:
@@ -229,15 +227,27 @@ class Runtime:
         self.resources = total
 
     def _locate_cluster(self, address: str) -> None:
-        raise NotImplementedError
+        """Join a running cluster through its head's tcp address ("host:port")."""
+        os.makedirs(self.session_dir, exist_ok=True)
+        self.head_address = address if "://" in address else f"tcp://{address}"
+        self.owns_cluster = False
 
     def _connect_driver(self, namespace: str | None) -> None:
         my_address = self.open_endpoint(f"ipc://{self.session_dir}/driver-{self.identity.hex()[:12]}.sock")
         self.make_client(node_address=self.node_address, job_id=0, address=my_address, driver_address=my_address,
                          worker_id=None)
         c = self.client
-        reply = c.call(self.head_address, lambda rid: p.RegisterJob(rid, my_address, namespace, os.getpid()),
-                       timeout=self.config.startup_timeout_s)
+        try:
+            reply = c.call(self.head_address, lambda rid: p.RegisterJob(rid, my_address, namespace, os.getpid()),
+                           timeout=self.config.connect_timeout_s)
+        except TimeoutError:
+            raise ConnectionError(
+                f"No asyncray head answered at {self.head_address} within {self.config.connect_timeout_s:.0f} s. "
+                "Check the address (init() returns it as address_info['address']) and that the cluster is "
+                "running.") from None
+        if not self.node_address:
+            self.node_address = self._pick_node(reply.nodes)
+            c.node_address = self.node_address
         self.job_id = reply.job_id
         self.namespace = reply.namespace
         c.set_job(reply.job_id)
@@ -245,6 +255,18 @@ class Runtime:
                                                                         reply.job_id),
                       timeout=self.config.startup_timeout_s)
         self.node_id = node.node_id
+
+    @staticmethod
+    def _pick_node(nodes: list) -> str:
+        """The node on this machine (its ipc socket is visible here), else the first alive one."""
+        alive = [n for n in nodes if n[3]]
+        if not alive:
+            raise ConnectionError("The asyncray cluster has no live node to run work on.")
+        for _node_id, address, _resources, _alive in alive:
+            tcp, _, ipc = address.partition("|")
+            if ipc and os.path.exists(ipc[len("ipc://"):]):
+                return ipc
+        return alive[0][1].partition("|")[0]
 
     # -- shutdown --------------------------------------------------------------------------
     def shutdown(self) -> None:
@@ -257,9 +279,11 @@ class Runtime:
                 except Exception:
                     pass
             elif self.head_address and self.job_id:
+                # Leaving a cluster we joined: our leases and stored objects go with us.
                 try:
                     self.loop_thread.call(self.endpoint.send, self.head_address, p.JobFinished(self.job_id))
-                    self.loop_thread.call(self.endpoint.flush)
+                    if self.node_address:
+                        client.call(self.node_address, lambda rid: p.UnregisterClient(rid), timeout=3)
                 except Exception:
                     pass
         if self.liveness_w is not None:
@@ -275,6 +299,7 @@ class Runtime:
         self.loop_thread.stop()
         if self.owns_cluster:
             segments.unlink_session(self.session)
+        if self.kind == "driver" and self.session_dir:
             shutil.rmtree(self.session_dir, ignore_errors=True)
 
 

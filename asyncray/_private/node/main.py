@@ -85,6 +85,7 @@ class NodeManager:
             p.GetResources: self.on_get_resources,
             p.ShutdownNode: self.on_shutdown,
             p.RegisterNodeReply: lambda msg, peer: None,
+            p.UnregisterClient: self.on_unregister_client,
         }
         self.num_cpus = int(self.resources.get("CPU", 0))
 
@@ -248,6 +249,10 @@ class NodeManager:
         self.clients[peer.identity] = (msg.pid, msg.address, pidfd)
         total = self.store.capacity
         peer.answer(p.RegisterClientReply(msg.req_id, self.node_id, total))
+
+    def on_unregister_client(self, msg: p.UnregisterClient, peer: Peer) -> None:
+        peer.answer(p.UnregisterClientReply(msg.req_id))
+        self._client_died(peer.identity)
 
     def _client_died(self, identity: bytes) -> None:
         pid, address, pidfd = self.clients.pop(identity, (0, "", -1))

@@ -1,0 +1,82 @@
+"""A second driver joins a running local cluster by its address, as in Ray."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import asyncray as ray
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SECOND_DRIVER = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    import asyncray as ray
+    ray.init(address=sys.argv[1] if len(sys.argv) > 1 else None)
+    @ray.remote
+    def double(x):
+        return 2 * x
+    big = ray.put(np.ones(200_000))
+    print(ray.get(double.remote(21)), float(ray.get(big).sum()), ray.get_runtime_context().get_node_id())
+    ray.shutdown()
+""")
+
+
+def _run(args, env=None, timeout=60):
+    full_env = dict(os.environ, PYTHONPATH=REPO, **(env or {}))
+    return subprocess.run([sys.executable, "-c", SECOND_DRIVER, *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+
+
+@pytest.fixture
+def first_driver():
+    ctx = ray.init(num_cpus=2)
+    yield ctx
+    ray.shutdown()
+
+
+def test_second_driver_joins_by_address(first_driver):
+    out = _run([first_driver.address_info["address"]])
+    assert out.returncode == 0, out.stderr
+    answer, total, node = out.stdout.split()
+    assert (answer, total) == ("42", "200000.0")
+    assert node == first_driver.address_info["node_id"]
+    # The first driver's cluster is untouched and its resources are all free again.
+
+    @ray.remote
+    def one():
+        return 1
+
+    assert ray.get(one.remote()) == 1
+
+
+def test_second_driver_joins_through_environment(first_driver):
+    out = _run([], env={"ASYNCRAY_ADDRESS": first_driver.address_info["address"]})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "42"
+
+
+def test_auto_without_cluster_raises_connection_error():
+    code = "import asyncray as ray\ntry:\n    ray.init(address='auto')\nexcept ConnectionError as e:\n    print('ok', e)"
+    env = {k: v for k, v in os.environ.items() if k != "ASYNCRAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(env, PYTHONPATH=REPO), timeout=60)
+    assert out.stdout.startswith("ok"), out.stderr
+
+
+def test_unreachable_address_raises_connection_error():
+    code = ("import asyncray as ray\ntry:\n    ray.init(address='127.0.0.1:9')\nexcept ConnectionError as e:\n"
+            "    print('ok', e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=REPO, ASYNCRAY_CONNECT_TIMEOUT_S="1"), timeout=60)
+    assert out.stdout.startswith("ok"), out.stderr
+
+
+def test_joining_rejects_resource_arguments():
+    with pytest.raises(ValueError, match="num_cpus"):
+        ray.init(address="127.0.0.1:9", num_cpus=2)
+    assert not ray.is_initialized()
