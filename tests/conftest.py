@@ -39,8 +39,10 @@ def _cluster_pids() -> set[int]:
 
 
 def _segments() -> set[str]:
+    """Segments of clusters this test process started (other test runs may share the machine)."""
+    prefix = f"asyncray-{os.getpid():x}_"
     try:
-        return {n for n in os.listdir("/dev/shm") if n.startswith("asyncray-")}
+        return {n for n in os.listdir("/dev/shm") if n.startswith(prefix)}
     except FileNotFoundError:
         return set()
 

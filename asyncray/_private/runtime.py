@@ -172,7 +172,8 @@ class Runtime:
     def start_driver(cls, *, config: Config, address: str | None, num_cpus: float | None, num_gpus: float | None,
                      resources: dict | None, object_store_memory: int | None, namespace: str | None,
                      logging_level: Any, log_to_driver: bool) -> "Runtime":
-        session = f"{os.getpid():x}{os.urandom(3).hex()}"
+        # The driver's pid first: tests and clean-up tools can tell whose segments they see.
+        session = f"{os.getpid():x}_{os.urandom(3).hex()}"
         os.makedirs(config.temp_dir, exist_ok=True)
         # A joining driver gets a directory of its own for its socket; the cluster's stays the cluster's.
         session_dir = os.path.join(config.temp_dir, f"{'s' if address is None else 'd'}-{session}")

@@ -23,7 +23,7 @@ def _env() -> dict:
 
 
 def _session_of(pid: int) -> str:
-    return f"{pid:x}"
+    return f"{pid:x}_"
 
 
 def _leftovers(driver_pid: int) -> tuple[list, list]:
