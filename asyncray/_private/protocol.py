@@ -342,3 +342,17 @@ class UnregisterClient(NamedTuple):
 @message(65)
 class UnregisterClientReply(NamedTuple):
     req_id: int
+
+
+@message(66)
+class RestoreObject(NamedTuple):
+    """A reader found a segment gone because it was spilled: bring it back into memory."""
+
+    req_id: int
+    object_id: bytes
+
+
+@message(67)
+class RestoreObjectReply(NamedTuple):
+    req_id: int
+    error: bytes | None  # pickled exception when it cannot be restored

@@ -59,6 +59,7 @@ class LoopThread:
 
     def _run(self) -> None:
         process.keep_signals_off_this_thread()
+        self.loop._asyncray_thread = threading.current_thread()  # type: ignore[attr-defined]
         asyncio.set_event_loop(self.loop)
         self.loop.call_soon(self._started.set)
         self.loop.run_forever()
@@ -140,7 +141,7 @@ class Runtime:
         }
         for reply in (p.LeaseGranted, p.LeaseFailed, p.CreateObjectReply, p.ObjectReply, p.RegisterJobReply,
                       p.RegisterClientReply, p.NodesReply, p.ResourcesReply, p.KVReply, p.ShutdownNodeReply,
-                      p.JobInfoReply, p.AddBorrowerReply, p.UnregisterClientReply):
+                      p.JobInfoReply, p.AddBorrowerReply, p.UnregisterClientReply, p.RestoreObjectReply):
             self._handlers[reply] = c.on_reply
         self._handlers.update(self.extra_handlers)
 
@@ -199,6 +200,12 @@ class Runtime:
         total.update(resources or {})
         total["memory"] = float(_total_memory() * 0.7 // 1)
         store = int(object_store_memory or default_store_size())
+        shm_free = shm_capacity()
+        if object_store_memory and store > shm_free:
+            raise ValueError(
+                f"object_store_memory={store:,} bytes does not fit in {segments.SHM_DIR}, which has {shm_free:,} bytes "
+                f"free (a default Docker container has 64 MiB). Pass a smaller object_store_memory (objects beyond "
+                f"it are spilled to disk), or give the container more shared memory (docker run --shm-size=2g).")
         total["object_store_memory"] = float(store)
         live_r, self.liveness_w = process.liveness_pipe()
         level = logging.getLevelName(logging_level) if isinstance(logging_level, int) else str(logging_level).upper()

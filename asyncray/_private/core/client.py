@@ -475,8 +475,7 @@ class CoreClient:
             if kind == p.INLINE:
                 value = serialization.deserialize(payload[1])
             else:
-                base = self.mappings.base(payload[1])
-                value = serialization.deserialize(memoryview(base))
+                value = serialization.deserialize(memoryview(self._map(payload)))
         finally:
             state.new = outer
         if new:
@@ -485,6 +484,18 @@ class CoreClient:
                 borrows_done.append(done)
             self.endpoint.call_threadsafe(self._send_borrows, new, hold, done)
         return value
+
+    def _map(self, payload: list) -> Any:
+        """The segment of a stored value, restored from disk first if the store spilled it."""
+        try:
+            return self.mappings.base(payload[1])
+        except FileNotFoundError:
+            pass
+        oid = CoreClient._oid_of_segment(payload[1])
+        reply = self.call(self.node_address, lambda rid: p.RestoreObject(rid, oid), timeout=300)
+        if reply.error is not None:
+            raise serialization.deserialize_exception(reply.error)
+        return self.mappings.base(payload[1])
 
     def get(self, refs: list, timeout: float | None) -> list:
         return [self.value(pl, hold=refs) for pl in self.payloads(refs, timeout)]
@@ -521,14 +532,24 @@ class CoreClient:
     def future(self, ref: Any) -> concurrent.futures.Future:
         fut: concurrent.futures.Future = concurrent.futures.Future()
 
-        def cb(payload: list) -> None:
+        def resolve(payload: list) -> None:
             try:
                 fut.set_result(self.value(payload, hold=ref))
             except BaseException as e:  # the task's error
                 fut.set_exception(e)
 
+        def cb(payload: list) -> None:
+            if payload[0] == p.SHM and threading.current_thread() is self._loop_thread():
+                # Mapping may need a round trip (a spilled object): never block the loop on it.
+                threading.Thread(target=resolve, args=(payload,), daemon=True).start()
+            else:
+                resolve(payload)
+
         self._when_ready(ref, cb)
         return fut
+
+    def _loop_thread(self) -> Any:
+        return getattr(self.loop, "_asyncray_thread", None)
 
     def when_ready(self, ref: Any, cb: Callable[[list], None]) -> None:
         """Public form of _when_ready for ObjectRef's future protocol."""

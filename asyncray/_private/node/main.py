@@ -60,6 +60,7 @@ class NodeManager:
         self.resources = dict(args["resources"])
         self.scheduler = LeaseScheduler(ResourcePool(self.resources))
         self.store = ObjectStore(int(args["object_store_memory"]))
+        self.spill_dir = os.path.join(self.session_dir, "spill")
         self.leases: dict[int, Lease] = {}
         self._lease_ids = itertools.count(1)
         self.starting: dict[bytes, LeaseRequest] = {}  # worker being forked for this request
@@ -86,6 +87,7 @@ class NodeManager:
             p.ShutdownNode: self.on_shutdown,
             p.RegisterNodeReply: lambda msg, peer: None,
             p.UnregisterClient: self.on_unregister_client,
+            p.RestoreObject: self.on_restore_object,
         }
         self.num_cpus = int(self.resources.get("CPU", 0))
 
@@ -271,32 +273,82 @@ class NodeManager:
             self.pool.kill(lease.worker)
         if address:
             for obj in self.store.free_owner(address):
-                segments.unlink(obj.segment)
+                self._drop(obj)
 
     # -- objects ---------------------------------------------------------------------------------
     def on_create_object(self, msg: p.CreateObject, peer: Peer) -> None:
         name = segments.segment_name(self.session, msg.object_id)
+        # A retried task writes its return again; the earlier attempt's copy never reached its
+        # owner (or is byte-identical, for a re-yielded stream item), so replace it.
+        self._drop(self.store.free(msg.object_id))
         try:
+            self._make_room(msg.size)
             self.store.reserve(msg.object_id, name, msg.size, msg.owner_address)
         except StoreFull as full:
-            from asyncray._private.serialization import dumps_exception
-            from asyncray.exceptions import ObjectStoreFullError
-
-            err = ObjectStoreFullError(
-                f"{full} Tip: free objects you no longer need (drop their ObjectRefs), or start asyncray with a "
-                f"larger object_store_memory (now {self.store.capacity:,} bytes).")
-            peer.answer(p.CreateObjectReply(msg.req_id, None, dumps_exception(err)))
+            peer.answer(p.CreateObjectReply(msg.req_id, None, self._store_full(full)))
             return
         peer.answer(p.CreateObjectReply(msg.req_id, name, None))
+
+    def _store_full(self, full: StoreFull) -> bytes:
+        from asyncray._private.serialization import dumps_exception
+        from asyncray.exceptions import ObjectStoreFullError
+
+        return dumps_exception(ObjectStoreFullError(
+            f"{full} Spilling to disk could not make room. Tip: free objects you no longer need (drop their "
+            f"ObjectRefs), or start asyncray with a larger object_store_memory (now {self.store.capacity:,} bytes)."))
+
+    def _make_room(self, size: int, keep: bytes | None = None) -> None:
+        """Spill the oldest sealed objects to files until `size` more bytes fit (if they can)."""
+        victims = self.store.to_spill(size, keep)
+        if not victims:
+            return
+        os.makedirs(self.spill_dir, exist_ok=True)
+        for obj in victims:
+            path = os.path.join(self.spill_dir, obj.object_id.hex())
+            segments.spill(obj.segment, path)
+            segments.unlink(obj.segment)  # readers that still map it keep their pages
+            self.store.mark_spilled(obj, path)
+        logger.info("spilled %d object(s) to %s to make room for %d bytes", len(victims), self.spill_dir, size)
+
+    def on_restore_object(self, msg: p.RestoreObject, peer: Peer) -> None:
+        obj = self.store.objects.get(msg.object_id)
+        if obj is None:
+            from asyncray._private.serialization import dumps_exception
+            from asyncray.exceptions import ObjectFreedError
+
+            peer.answer(p.RestoreObjectReply(msg.req_id, dumps_exception(ObjectFreedError(msg.object_id.hex()))))
+            return
+        if obj.spilled is not None:
+            try:
+                self._make_room(obj.size, keep=obj.object_id)
+                if self.store.used + obj.size > self.store.capacity:
+                    raise StoreFull(obj.size, self.store.used, self.store.capacity, len(self.store.objects))
+            except StoreFull as full:
+                peer.answer(p.RestoreObjectReply(msg.req_id, self._store_full(full)))
+                return
+            segments.restore(obj.spilled, obj.segment)
+            os.unlink(obj.spilled)
+            self.store.mark_restored(obj)
+        peer.answer(p.RestoreObjectReply(msg.req_id, None))
 
     def on_seal_object(self, msg: p.SealObject, peer: Peer) -> None:
         self.store.seal(msg.object_id)
 
     def on_free_objects(self, msg: p.FreeObjects, peer: Peer) -> None:
         for oid in msg.object_ids:
-            obj = self.store.free(oid)
-            if obj is not None:
-                segments.unlink(obj.segment)
+            self._drop(self.store.free(oid))
+
+    @staticmethod
+    def _drop(obj: Any) -> None:
+        if obj is None:
+            return
+        if obj.spilled is not None:
+            try:
+                os.unlink(obj.spilled)
+            except FileNotFoundError:
+                pass
+        else:
+            segments.unlink(obj.segment)
 
     def on_get_resources(self, msg: p.GetResources, peer: Peer) -> None:
         total, available = self.scheduler.pool.snapshot()
@@ -325,6 +377,9 @@ class NodeManager:
         self.pool.close()
         os.close(self._live_w)
         segments.unlink_session(self.session)
+        import shutil
+
+        shutil.rmtree(self.spill_dir, ignore_errors=True)
         if final:
             self.stopped.set()
 

@@ -54,6 +54,29 @@ def write(name: str, chunks: list, total: int) -> None:
     os.close(fd)
 
 
+def spill(name: str, path: str) -> None:
+    """Copy segment `name` into file `path` (then the caller unlinks the segment)."""
+    fd = _posixshmem.shm_open(name, os.O_RDONLY, mode=0o600)
+    try:
+        size = os.fstat(fd).st_size
+        with open(path, "wb") as out:
+            offset = 0
+            while offset < size:
+                n = os.sendfile(out.fileno(), fd, offset, min(size - offset, 1 << 30))
+                if n == 0:
+                    break
+                offset += n
+    finally:
+        os.close(fd)
+
+
+def restore(path: str, name: str) -> None:
+    """Bring a spilled object back into segment `name`."""
+    with open(path, "rb") as f:
+        data = f.read()
+    write(name, [data], len(data))
+
+
 def unlink(name: str) -> None:
     try:
         _posixshmem.shm_unlink(name)

@@ -181,10 +181,14 @@ class Executor:
             else:
                 values_out = _split(result, msg.num_returns, msg.name)
             returns, nested = [], []
-            for rid, v in zip(return_ids, values_out):
-                payload, inner = self._store(rid, v, msg.owner_address)
-                returns.append(payload)
-                nested.append(inner)
+            try:
+                for rid, v in zip(return_ids, values_out):
+                    payload, inner = self._store(rid, v, msg.owner_address)
+                    returns.append(payload)
+                    nested.append(inner)
+            except BaseException:
+                self._discard(return_ids, returns)
+                raise
             _confirm(borrows)
             return p.TaskReply(msg.task_id, returns, False, False, nested if any(nested) else [])
         except Exception as e:
@@ -216,6 +220,13 @@ class Executor:
             payload = [p.ERROR, serialization.dumps_exception(_task_error(msg.name, e))]
             send(answer, p.GeneratorItem(msg.task_id, n, payload, []))
         return p.TaskReply(msg.task_id, [[p.END, n]], False, False, [])
+
+    def _discard(self, return_ids: list, stored: list) -> None:
+        """A later return failed to store: the task fails, so free the ones already stored."""
+        dead = [rid for rid, pl in zip(return_ids, stored) if pl[0] == p.SHM]
+        if dead:
+            endpoint = self.rt.endpoint
+            endpoint.call_threadsafe(endpoint.send, self.client.node_address, p.FreeObjects(dead))
 
     def _store(self, oid: bytes, value: Any, owner: str) -> tuple[list, list]:
         """Serialise a return value; refs inside it are held for it (see references.py)."""
