@@ -4,7 +4,6 @@ Argument errors name what was wrong and what to do, with Ray's exception types.
 """
 from __future__ import annotations
 
-import asyncio
 import atexit
 import inspect
 import logging

@@ -13,7 +13,6 @@ import os
 import shutil
 import sys
 import threading
-import time
 from typing import Any, Callable
 
 from asyncray._private import process, protocol as p

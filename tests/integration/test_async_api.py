@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import asyncray as ray
+from helpers import wait_for_file
 from asyncray import exceptions as exc
 
 pytestmark = pytest.mark.usefixtures("shared_cluster")
@@ -38,11 +39,7 @@ def square(x):
 @ray.remote
 def gated(path, value):
     """Return `value` once the file `path` exists."""
-    deadline = time.monotonic() + GATE_LIMIT_S
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gate {path} was never opened")
-        time.sleep(0.005)
+    wait_for_file(path, GATE_LIMIT_S)
     return value
 
 

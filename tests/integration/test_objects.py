@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import asyncray as ray
+from helpers import wait_for_file
 from asyncray import exceptions as exc
 
 pytestmark = pytest.mark.usefixtures("shared_cluster")
@@ -37,12 +38,8 @@ def echo(x):
 
 @ray.remote
 def wait_gate(path, value, deadline_s=60.0):
-    """Returns `value` once the file `path` exists (polls with a deadline, never hangs)."""
-    deadline = time.monotonic() + deadline_s
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gate {path} never opened")
-        time.sleep(0.005)
+    """Returns `value` once the file `path` exists."""
+    wait_for_file(path, deadline_s)
     return value
 
 
@@ -553,11 +550,7 @@ def test_ref_in_list_argument_freed_after_task_and_driver_drop():
 
 @ray.remote
 def gated_first_value(path, items, deadline_s=60.0):
-    deadline = time.monotonic() + deadline_s
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gate {path} never opened")
-        time.sleep(0.005)
+    wait_for_file(path, deadline_s)
     return float(ray.get(items[0])[0])
 
 

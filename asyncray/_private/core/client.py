@@ -610,7 +610,7 @@ class CoreClient:
         spec.queue_key = (fn.fn_id, tuple(sorted(shape.items())), repr(runtime_env), max_calls > 0)
         spec.retries_left = max_retries
         spec.retry_exceptions = retry_exceptions
-        spec.single = single = max_calls > 0
+        spec.single = max_calls > 0
         spec.max_calls = max_calls
         spec.dep_payloads = None
         spec.cancelled = False

@@ -19,12 +19,11 @@ import json
 import logging
 import os
 import sys
-import time
 from typing import Any
 
 from asyncray._private import process, protocol as p
 from asyncray._private.ids import random_id
-from asyncray._private.node.resources import ResourcePool, to_units
+from asyncray._private.node.resources import ResourcePool
 from asyncray._private.node.scheduler import LeaseRequest, LeaseScheduler
 from asyncray._private.node.worker_pool import PRESTARTED, WorkerPool, WorkerRecord, env_key
 from asyncray._private.object_store import segments

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import queue
 import sys
-import threading
 from typing import Any
 
 from asyncray._private import process, protocol as p, runtime as runtime_mod
