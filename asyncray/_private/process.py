@@ -29,13 +29,17 @@ PR_SET_PDEATHSIG = 1
 
 
 # Signals that must reach the main thread. A process-directed signal goes to any thread that
-# does not block it; if the runtime thread (or a zmq I/O thread, which inherits its mask) took
-# SIGINT, the main thread would stay asleep in a lock and Ctrl-C would never interrupt `get`.
-MAIN_THREAD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+# does not block it; Python runs handlers in the main thread only after that thread wakes up,
+# so if the runtime thread (or a zmq I/O thread, which inherits its mask) took SIGINT, the main
+# thread would stay asleep in a lock: Ctrl-C would never interrupt `get`, and a test timer
+# (SIGALRM) never fire. Faults (SEGV, BUS, ...) are thread-directed and stay unblocked.
+_THREAD_DIRECTED = {getattr(signal, n) for n in ("SIGKILL", "SIGSTOP", "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL",
+                                                  "SIGABRT", "SIGTRAP", "SIGSYS") if hasattr(signal, n)}
+MAIN_THREAD_SIGNALS = set(signal.valid_signals()) - _THREAD_DIRECTED
 
 
 def keep_signals_off_this_thread() -> None:
-    """Called first thing in the runtime thread: leave SIGINT/SIGTERM to the main thread."""
+    """Called first thing in the runtime thread: leave process signals to the main thread."""
     signal.pthread_sigmask(signal.SIG_BLOCK, MAIN_THREAD_SIGNALS)
 
 

@@ -117,7 +117,8 @@ class CoreClient:
         self._to_free: list[bytes] = []
         self._outbox: list[tuple[str, Any]] = []  # messages decided under the lock, sent after it
         self._borrow_state = threading.local()
-        self.mappings = segments.MappingCache()
+        self.mappings = segments.MappingCache(on_keep=self._arm_mapping_sweep)
+        self._sweep_armed = False
         self._req_ids = itertools.count(1)
         self._requests: dict[int, Callable[[Any], None]] = {}
         self._request_failed: dict[int, Callable[[str, str], None]] = {}
@@ -139,6 +140,20 @@ class CoreClient:
         # Hooks a worker sets so the node can lend its CPU while it blocks in get.
         self.on_block: Callable[[], None] | None = None
         self.on_unblock: Callable[[], None] | None = None
+
+    def _arm_mapping_sweep(self) -> None:
+        """Any thread: while the mapping cache keeps something, sweep it every second."""
+        if not self._sweep_armed and not self.closed:
+            self._sweep_armed = True
+            self.endpoint.call_threadsafe(self.loop.call_later, 1.0, self._sweep_mappings)
+
+    def _sweep_mappings(self) -> None:
+        if self.closed:
+            return
+        if self.mappings.sweep():
+            self.loop.call_later(1.0, self._sweep_mappings)
+        else:
+            self._sweep_armed = False
 
     # ====================================================================== references
     def add_ref(self, oid: bytes) -> None:
@@ -1041,6 +1056,7 @@ class CoreClient:
     # ====================================================================== teardown
     def close(self) -> None:
         self.closed = True
+        self.mappings.clear()
 
     def set_job(self, job_id: int) -> None:
         if job_id != self.job_id:

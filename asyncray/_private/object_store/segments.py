@@ -14,7 +14,10 @@ from __future__ import annotations
 import mmap
 import os
 import threading
+import time
 import weakref
+from collections import OrderedDict
+from typing import Callable
 
 import numpy as np
 
@@ -100,29 +103,73 @@ def unlink_session(session: str) -> list[str]:
 
 
 class MappingCache:
-    """Read-only mappings of segments, shared by all zero-copy views into each one."""
+    """Read-only mappings of segments, shared by all zero-copy views into each one.
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    Recently used mappings are also kept after their last view is gone (up to `keep_bytes`),
+    so a worker reading the same large argument task after task does not map and page-fault
+    it each time. A kept mapping is dropped as soon as its segment is unlinked (checked on
+    use and by `sweep`, which the client runs while anything is kept) or unused for
+    `keep_seconds`, so it never holds freed memory for long.
+    """
+
+    def __init__(self, keep_bytes: int = 1 << 30, keep_seconds: float = 10.0,
+                 on_keep: Callable[[], None] | None = None) -> None:
+        # Reentrant: dropping a kept array under the lock may run its finalizer (_forget) here.
+        self._lock = threading.RLock()
         self._bases: dict[str, weakref.ref] = {}
+        self._kept: OrderedDict[str, tuple[np.ndarray, int, float]] = OrderedDict()  # name -> (base, inode, used)
+        self._kept_bytes = 0
+        self.keep_bytes = keep_bytes
+        self.keep_seconds = keep_seconds
+        self._on_keep = on_keep
 
     def base(self, name: str) -> np.ndarray:
         """A read-only uint8 array over the whole segment; views of it keep the mapping alive."""
         with self._lock:
+            kept = self._kept.get(name)
+            if kept is not None:
+                if _inode(name) == kept[1]:
+                    self._kept[name] = (kept[0], kept[1], time.monotonic())
+                    self._kept.move_to_end(name)
+                    return kept[0]
+                self._unkeep(name)
             ref = self._bases.get(name)
             arr = ref() if ref is not None else None
             if arr is not None:
                 return arr
             fd = _posixshmem.shm_open(name, os.O_RDONLY, mode=0o600)
             try:
-                size = os.fstat(fd).st_size
-                mm = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+                st = os.fstat(fd)
+                mm = mmap.mmap(fd, st.st_size, prot=mmap.PROT_READ)
             finally:
                 os.close(fd)
             arr = np.frombuffer(mm, dtype=np.uint8)
             self._bases[name] = weakref.ref(arr)
             weakref.finalize(arr, self._forget, name, mm)
-            return arr
+            if st.st_size <= self.keep_bytes:
+                self._kept[name] = (arr, st.st_ino, time.monotonic())
+                self._kept_bytes += st.st_size
+                while self._kept_bytes > self.keep_bytes:
+                    self._unkeep(next(iter(self._kept)))
+                notify = self._on_keep
+            else:
+                notify = None
+        if notify is not None:
+            notify()
+        return arr
+
+    def _unkeep(self, name: str) -> None:
+        arr, _inode_, _used = self._kept.pop(name)
+        self._kept_bytes -= arr.nbytes
+
+    def sweep(self) -> bool:
+        """Drop kept mappings whose segment is gone or that went unused; True while any is kept."""
+        now = time.monotonic()
+        with self._lock:
+            for name, (_arr, inode, used) in list(self._kept.items()):
+                if now - used > self.keep_seconds or _inode(name) != inode:
+                    self._unkeep(name)
+            return bool(self._kept)
 
     def _forget(self, name: str, mm: mmap.mmap) -> None:
         with self._lock:
@@ -137,3 +184,15 @@ class MappingCache:
     def live_mappings(self) -> int:
         with self._lock:
             return sum(1 for r in self._bases.values() if r() is not None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._kept.clear()
+            self._kept_bytes = 0
+
+
+def _inode(name: str) -> int:
+    try:
+        return os.stat(SHM_DIR + name).st_ino
+    except FileNotFoundError:
+        return -1
