@@ -112,6 +112,7 @@ class Runtime:
         self.extra_handlers: dict[type, Callable[[Any, Peer], None]] = {}
         self.log_to_driver = True
         self.owns_cluster = False
+        self.blas_user_set = False  # workers: the user set OMP_NUM_THREADS & co. themselves
 
     # -- wiring ----------------------------------------------------------------------------
     def open_endpoint(self, address: str) -> str:

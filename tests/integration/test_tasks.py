@@ -265,3 +265,20 @@ def test_resources_visible():
     while ray.available_resources().get("CPU", 0) != 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert ray.available_resources()["CPU"] == 2
+
+
+def test_blas_threads_follow_task_cpus():
+    @ray.remote(num_cpus=2)
+    def two():
+        from threadpoolctl import threadpool_info
+
+        return os.environ["OMP_NUM_THREADS"], {i["num_threads"] for i in threadpool_info()}
+
+    @ray.remote
+    def one():
+        from threadpoolctl import threadpool_info
+
+        return os.environ["OMP_NUM_THREADS"], {i["num_threads"] for i in threadpool_info()}
+
+    assert ray.get(two.remote()) == ("2", {2})
+    assert ray.get(one.remote()) == ("1", {1})

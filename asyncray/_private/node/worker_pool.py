@@ -25,6 +25,8 @@ def env_key(job_id: int | None, runtime_env: Any) -> str:
 
 
 PRESTARTED = env_key(None, None)
+BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+             "NUMEXPR_NUM_THREADS")
 
 
 @dataclass
@@ -52,14 +54,16 @@ class WorkerPool:
         os.set_inheritable(self._cmd_w, False)
         os.set_inheritable(self._event_r, False)
         env = dict(os.environ)
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                    "NUMEXPR_NUM_THREADS"):
+        # One BLAS/OpenMP thread per task CPU, as in Ray, unless the user chose: the template
+        # loads numpy with 1; a task with more CPUs raises it (worker/executor.py).
+        blas_user_set = any(var in env for var in BLAS_VARS)
+        for var in BLAS_VARS:
             env.setdefault(var, "1")
         self.template = process.spawn(
             "worker template",
             "asyncray._private.worker.template",
             {"cmd_fd": cmd_r, "event_fd": event_w, "liveness_fd": liveness_fd, "session_dir": session_dir,
-             "log_dir": log_dir, "config": config},
+             "log_dir": log_dir, "config": config, "blas_user_set": blas_user_set},
             log_path=os.path.join(log_dir, "template.log"),
             pass_fds=(cmd_r, event_w, liveness_fd),
             env=env,

@@ -58,6 +58,7 @@ class Executor:
         self.driver_address = ""
         self.stdout = _Forward(self, 1)
         self.stderr = _Forward(self, 2)
+        self.blas_threads = None if rt.blas_user_set else 1  # None: the user's choice, left alone
         self.current: bytes | None = None  # the task running now
         self.cancelled: set[bytes] = set()  # cancelled before or while running
         signal.signal(signal.SIGINT, self._on_sigint)
@@ -147,6 +148,19 @@ class Executor:
             self.client.children = None
             self.cancelled.discard(msg.task_id)
 
+    def _limit_blas(self, n: int) -> None:
+        """BLAS/OpenMP threads = the task's CPUs (two 1-CPU SVDs must not fight over 2 cores)."""
+        if n == self.blas_threads:
+            return
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=n)
+        from asyncray._private.node.worker_pool import BLAS_VARS
+
+        for var in BLAS_VARS:  # for libraries loaded later and for subprocesses
+            os.environ[var] = str(n)
+        self.blas_threads = n
+
     def _cancelled_reply(self, msg: p.PushTask) -> p.TaskReply:
         from asyncray.exceptions import TaskCancelledError
 
@@ -163,6 +177,8 @@ class Executor:
         return_ids = [ids.object_id(msg.task_id, i + 1) for i in range(n)]
         context.task_id = msg.task_id
         context.task_name = msg.name
+        if self.blas_threads is not None:
+            self._limit_blas(max(1, int(msg.cpus)))
         try:
             fn = self._function(msg)
             borrows: list = []  # registrations as borrower of refs inside the arguments

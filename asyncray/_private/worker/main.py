@@ -29,6 +29,7 @@ def run(template_args: dict, cmd: dict) -> None:
     config = Config(**template_args["config"])
     rt = runtime_mod.Runtime(config=config, session=cmd["session"], session_dir=template_args["session_dir"],
                              identity=worker_id, kind="worker")
+    rt.blas_user_set = template_args.get("blas_user_set", False)
     tasks: queue.SimpleQueue = queue.SimpleQueue()
     rt.extra_handlers[p.PushTask] = lambda msg, peer: tasks.put((msg, peer))
     rt.extra_handlers[p.ExitWorker] = lambda msg, peer: tasks.put(None)
