@@ -113,6 +113,7 @@ class Runtime:
         self.log_to_driver = True
         self.owns_cluster = False
         self.blas_user_set = False  # workers: the user set OMP_NUM_THREADS & co. themselves
+        self.stopping = False
 
     # -- wiring ----------------------------------------------------------------------------
     def open_endpoint(self, address: str) -> str:
@@ -226,6 +227,7 @@ class Runtime:
 
         self.loop_thread.call(spawn_both)
         os.close(live_r)
+        self.loop_thread.call(self._watch_children)
         self.owns_cluster = True
         head_info = self.children[0].wait_ready(self.config.startup_timeout_s)
         node_info = self.children[1].wait_ready(self.config.startup_timeout_s)
@@ -233,6 +235,26 @@ class Runtime:
         self.head_tcp = head_info["tcp"]
         self.node_address = node_info["ipc"]
         self.resources = total
+
+    def _watch_children(self) -> None:
+        """Loop thread: learn at once when a process we started dies (a pidfd per child)."""
+        for child in self.children:
+            try:
+                fd = os.pidfd_open(child.pid)
+            except (AttributeError, OSError):
+                continue
+            self.loop.add_reader(fd, self._child_exited, child, fd)
+
+    def _child_exited(self, child: process.Child, fd: int) -> None:
+        self.loop.remove_reader(fd)
+        os.close(fd)
+        if self.stopping:
+            return
+        code = child.popen.poll()
+        reason = f"{child.role} (pid {child.pid}) exited with {code}; see {child.log_path}"
+        logger.error("asyncray %s", reason)
+        if child.role == "node manager" and self.client is not None:
+            self.client.node_died(reason)
 
     def _locate_cluster(self, address: str) -> None:
         """Join a running cluster through its head's tcp address ("host:port")."""
@@ -278,10 +300,11 @@ class Runtime:
 
     # -- shutdown --------------------------------------------------------------------------
     def shutdown(self) -> None:
+        self.stopping = True
         client = self.client
         if client is not None:
             client.close()
-            if self.owns_cluster and self.node_address:
+            if self.owns_cluster and self.node_address and client.node_dead is None:
                 try:
                     client.call(self.node_address, lambda rid: p.ShutdownNode(rid), timeout=3)
                 except Exception:

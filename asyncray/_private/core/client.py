@@ -47,6 +47,14 @@ class _Dep:
         return _Dep, (self.index,)
 
 
+def _peer_error(address: str, reason: str, node_address: str) -> BaseException:
+    from asyncray.exceptions import LocalRayletDiedError, RaySystemError
+
+    if address == node_address:
+        return LocalRayletDiedError(f"the node manager at {address} died: {reason}")
+    return RaySystemError(f"the process at {address} died: {reason}")
+
+
 def _call_in(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
     """Schedule fn in a waiter's loop; a loop that closed meanwhile no longer wants it."""
     try:
@@ -137,6 +145,7 @@ class CoreClient:
         # Streaming generator tasks we own: task id -> ids of items we hold a ref on for the consumer.
         self._streams: dict[bytes, set[bytes]] = {}
         self.closed = False
+        self.node_dead: str | None = None  # why our node manager is gone, once it is
         # Hooks a worker sets so the node can lend its CPU while it blocks in get.
         self.on_block: Callable[[], None] | None = None
         self.on_unblock: Callable[[], None] | None = None
@@ -291,6 +300,19 @@ class CoreClient:
             with self.lock:
                 self.refs.set_contained(container, [(oid, owner) for oid, owner in nested])
 
+    def node_died(self, reason: str) -> None:
+        """Loop thread: our node manager is gone. Everything that needs it fails now, with
+        LocalRayletDiedError, instead of waiting forever."""
+        self.node_dead = reason
+        err = self._error_payload(_peer_error(self.node_address, reason, self.node_address))
+        for spec in list(self._specs.values()):
+            self._fail(spec, err)
+        for q in self._queues.values():
+            q.pending.clear()
+            q.requests.clear()
+            q.leases.clear()
+        self.on_peer_died(p.PeerDied(self.node_address, reason), None)  # type: ignore[arg-type]
+
     def on_peer_died(self, msg: p.PeerDied, peer: Peer) -> None:
         """A process on our node died: what we wait for from it fails; its borrows go."""
         self._dead_peers[msg.address] = msg.reason
@@ -428,7 +450,12 @@ class CoreClient:
     def call(self, address: str, make: Callable[[int], Any], timeout: float | None = None) -> Any:
         """Any thread but the loop's: send a request and wait for its reply."""
         fut: concurrent.futures.Future = concurrent.futures.Future()
-        self.endpoint.call_threadsafe(self._request, address, make, fut.set_result)
+
+        def peer_died(addr: str, reason: str) -> None:
+            if not fut.done():
+                fut.set_exception(_peer_error(addr, reason, self.node_address))
+
+        self.endpoint.call_threadsafe(self._request, address, make, fut.set_result, peer_died)
         return fut.result(timeout)
 
     # ====================================================================== get
@@ -697,6 +724,9 @@ class CoreClient:
 
     # -- loop thread from here on ------------------------------------------------------------
     def _submit(self, spec: TaskSpec) -> None:
+        if self.node_dead is not None:
+            self._fail(spec, self._error_payload(_peer_error(self.node_address, self.node_dead, self.node_address)))
+            return
         self._specs[spec.task_id] = spec
         deps = spec.dep_refs
         if not deps:
