@@ -17,9 +17,10 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 try:
     import _posixshmem
@@ -117,13 +118,13 @@ class MappingCache:
         # Reentrant: dropping a kept array under the lock may run its finalizer (_forget) here.
         self._lock = threading.RLock()
         self._bases: dict[str, weakref.ref] = {}
-        self._kept: OrderedDict[str, tuple[np.ndarray, int, float]] = OrderedDict()  # name -> (base, inode, used)
+        self._kept: OrderedDict[str, tuple["np.ndarray", int, float]] = OrderedDict()  # name -> (base, inode, used)
         self._kept_bytes = 0
         self.keep_bytes = keep_bytes
         self.keep_seconds = keep_seconds
         self._on_keep = on_keep
 
-    def base(self, name: str) -> np.ndarray:
+    def base(self, name: str) -> "np.ndarray":
         """A read-only uint8 array over the whole segment; views of it keep the mapping alive."""
         with self._lock:
             kept = self._kept.get(name)
@@ -143,6 +144,8 @@ class MappingCache:
                 mm = mmap.mmap(fd, st.st_size, prot=mmap.PROT_READ)
             finally:
                 os.close(fd)
+            import numpy as np  # here, not at import: the node manager never maps a segment
+
             arr = np.frombuffer(mm, dtype=np.uint8)
             self._bases[name] = weakref.ref(arr)
             weakref.finalize(arr, self._forget, name, mm)
