@@ -134,9 +134,10 @@ class ObjectRefGenerator:
     and ends the stream. Not picklable, as in Ray.
     """
 
-    def __init__(self, task_id: bytes, client: Any) -> None:
+    def __init__(self, task_id: bytes, submitter: Any) -> None:
         self._task_id = task_id
-        self._client = client
+        self._submitter = submitter
+        self._client = submitter.client
         self._next = 1
         self._done = False
 
@@ -144,7 +145,7 @@ class ObjectRefGenerator:
         return self
 
     def __next__(self) -> ObjectRef:
-        return self._take(self._client.stream_next(self._task_id, self._next, None))
+        return self._take(self._submitter.stream_next(self._task_id, self._next, None))
 
     def __aiter__(self) -> "ObjectRefGenerator":
         return self
@@ -152,7 +153,7 @@ class ObjectRefGenerator:
     async def __anext__(self) -> ObjectRef:
         if self._done:
             raise StopAsyncIteration
-        payload = await self._client.stream_next_async(self._task_id, self._next)
+        payload = await self._submitter.stream_next_async(self._task_id, self._next)
         try:
             return self._take(payload)
         except StopIteration:
@@ -169,7 +170,7 @@ class ObjectRefGenerator:
         oid = ids.object_id(self._task_id, self._next)
         self._next += 1
         ref = ObjectRef(oid, self._client.address, self._client)
-        self._client.stream_release(self._task_id, oid)
+        self._submitter.stream_release(self._task_id, oid)
         return ref
 
     def is_finished(self) -> bool:
@@ -184,6 +185,6 @@ class ObjectRefGenerator:
 
     def __del__(self) -> None:
         try:
-            self._client.stream_release(self._task_id, None)
+            self._submitter.stream_release(self._task_id, None)
         except Exception:
             pass

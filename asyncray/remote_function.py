@@ -44,7 +44,7 @@ class RemoteFunction(Generic[R]):
 
         client = current_client()
         if self._descriptor is None or self._descriptor_client is not client:
-            from asyncray._private.core.client import FunctionDescriptor
+            from asyncray._private.core.submitter import FunctionDescriptor
 
             self._descriptor = FunctionDescriptor(self._function)
             self._descriptor_client = client
@@ -56,7 +56,7 @@ class RemoteFunction(Generic[R]):
                              "(the default for generator functions) instead.")
         if num_returns == "streaming":
             num_returns = STREAMING
-        refs = client.submit_task(
+        refs = client.submitter.submit_task(
             self._descriptor, args, kwargs, num_returns=num_returns, shape=opts.task_resources(full),
             runtime_env=client_runtime_env(full.get("runtime_env")), max_retries=full["max_retries"],
             retry_exceptions=full["retry_exceptions"], max_calls=opts.effective_max_calls(options), name=full.get("name"))

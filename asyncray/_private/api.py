@@ -233,12 +233,12 @@ def cancel(object_ref: Any, *, force: bool = False, recursive: bool = True) -> N
 
     if isinstance(object_ref, ObjectRefGenerator):
         client = _client()
-        client.endpoint.call_threadsafe(client.cancel_task, object_ref._task_id, force, recursive)
+        client.submitter.cancel_generator(object_ref._task_id, force, recursive)
         return
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"ray.cancel() only supports canceling a task by its ObjectRef, got "
                         f"{type(object_ref).__name__}: {object_ref!r}.")
-    _client().cancel(object_ref, force, recursive)
+    _client().submitter.cancel(object_ref, force, recursive)
 
 
 def _resources(kind: str) -> dict[str, float]:

@@ -130,12 +130,12 @@ class Runtime:
                                  driver_address=driver_address, worker_id=worker_id)
         c = self.client
         self._handlers: dict[type, Callable[[Any, Peer], None]] = {
-            p.TaskReply: c.on_task_reply,
-            p.LeaseWorkerDied: c.on_lease_worker_died,
+            p.TaskReply: c.submitter.on_task_reply,
+            p.LeaseWorkerDied: c.submitter.on_lease_worker_died,
             p.GetObject: c.on_get_object,
             p.LogLines: self._on_log_lines,
             p.GetJobInfo: self._on_get_job_info,
-            p.GeneratorItem: c.on_generator_item,
+            p.GeneratorItem: c.submitter.on_generator_item,
             p.AddBorrower: c.on_add_borrower,
             p.RemoveBorrower: c.on_remove_borrower,
             p.PeerDied: c.on_peer_died,

@@ -19,87 +19,19 @@ import concurrent.futures
 import itertools
 import logging
 import threading
-import time
 from collections import deque
 from typing import Any, Callable
 
 from asyncray._private import ids, protocol as p, serialization
 from asyncray._private.config import Config
-from asyncray._private.core.leases import Lease, ShapeQueue
+from asyncray._private.core.common import PENDING, Entry, call_in, error_payload, oid_of_segment, peer_error
 from asyncray._private.core.references import References, container_key
+from asyncray._private.core.submitter import TaskSubmitter
 from asyncray._private.object_store import segments
 from asyncray._private.transport.sockets import Endpoint, Peer
 
 logger = logging.getLogger(__name__)
 
-PENDING = None
-
-
-class _Dep:
-    """Placeholder for a top-level ObjectRef argument, replaced by its value in the worker."""
-
-    __slots__ = ("index",)
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-
-    def __reduce__(self):
-        return _Dep, (self.index,)
-
-
-def _peer_error(address: str, reason: str, node_address: str) -> BaseException:
-    from asyncray.exceptions import LocalRayletDiedError, RaySystemError
-
-    if address == node_address:
-        return LocalRayletDiedError(f"the node manager at {address} died: {reason}")
-    return RaySystemError(f"the process at {address} died: {reason}")
-
-
-def _call_in(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
-    """Schedule fn in a waiter's loop; a loop that closed meanwhile no longer wants it."""
-    try:
-        loop.call_soon_threadsafe(fn, *args)
-    except RuntimeError:
-        pass
-
-
-class _IdRef:
-    """The two attributes of an ObjectRef that waiting needs, without counting a reference."""
-
-    __slots__ = ("_id", "_owner")
-
-    def __init__(self, oid: bytes, owner: str) -> None:
-        self._id = oid
-        self._owner = owner
-
-    def hex(self) -> str:
-        return self._id.hex()
-
-
-class Entry:
-    __slots__ = ("payload", "callbacks", "owned")
-
-    def __init__(self, owned: bool) -> None:
-        self.payload: list | None = PENDING
-        self.callbacks: list[Callable[[list], None]] | None = None
-        self.owned = owned
-
-
-class TaskSpec:
-    __slots__ = ("task_id", "name", "fn_id", "fn_blob", "args_blob", "dep_refs", "dep_payloads", "num_returns",
-                 "return_ids", "queue_key", "shape", "runtime_env", "retries_left", "retry_exceptions",
-                 "single", "waiting", "pushed_at", "cpus", "max_calls", "cancelled", "nested_refs")
-
-
-class FunctionDescriptor:
-    """A remote function as the client sees it: pickled once per process, sent once per worker."""
-
-    __slots__ = ("fn_id", "blob", "name")
-
-    def __init__(self, fn: Callable) -> None:
-        self.blob = serialization.dumps_function(fn)
-        self.fn_id = ids.random_id(16)
-        self.name = getattr(fn, "__qualname__", getattr(fn, "__name__", "task"))
 
 
 class CoreClient:
@@ -133,18 +65,10 @@ class CoreClient:
         self._requests_to: dict[str, set[int]] = {}
         self._request_address: dict[int, str] = {}
         self._dead_peers: dict[str, str] = {}  # address -> why (from PeerDied)
-        self._queues: dict[tuple, ShapeQueue] = {}
-        self._lease_of_request: dict[int, ShapeQueue] = {}
-        self._task_lease: dict[bytes, tuple[ShapeQueue, Lease]] = {}
         self._fetching: set[bytes] = set()
         self._borrower_waits: dict[bytes, list[tuple[Peer, int]]] = {}
-        # Every task we own that has not finished, for cancel(); and the tasks submitted by the
-        # task this worker is running (for recursive cancel).
-        self._specs: dict[bytes, TaskSpec] = {}
-        self.children: list[bytes] | None = None
-        # Streaming generator tasks we own: task id -> ids of items we hold a ref on for the consumer.
-        self._streams: dict[bytes, set[bytes]] = {}
         self.closed = False
+        self.submitter = TaskSubmitter(self)
         self.node_dead: str | None = None  # why our node manager is gone, once it is
         # Hooks a worker sets so the node can lend its CPU while it blocks in get.
         self.on_block: Callable[[], None] | None = None
@@ -304,13 +228,7 @@ class CoreClient:
         """Loop thread: our node manager is gone. Everything that needs it fails now, with
         LocalRayletDiedError, instead of waiting forever."""
         self.node_dead = reason
-        err = self._error_payload(_peer_error(self.node_address, reason, self.node_address))
-        for spec in list(self._specs.values()):
-            self._fail(spec, err)
-        for q in self._queues.values():
-            q.pending.clear()
-            q.requests.clear()
-            q.leases.clear()
+        self.submitter.fail_all(self._error_payload(peer_error(self.node_address, reason, self.node_address)))
         self.on_peer_died(p.PeerDied(self.node_address, reason), None)  # type: ignore[arg-type]
 
     def on_peer_died(self, msg: p.PeerDied, peer: Peer) -> None:
@@ -413,17 +331,15 @@ class CoreClient:
             err = ObjectFreedError(msg.object_id.hex())
             peer.answer(p.ObjectReply(msg.req_id, self._error_payload(err)))
 
-    @staticmethod
-    def _error_payload(exc: BaseException) -> list:
-        return [p.ERROR, serialization.dumps_exception(exc)]
+    _error_payload = staticmethod(error_payload)
 
     # ====================================================================== requests
     def _request(self, address: str, make: Callable[[int], Any], on_reply: Callable[[Any], None],
-                 owner_failed: Callable[[str, str], None] | None = None) -> None:
+                 owner_failed: Callable[[str, str], None] | None = None) -> int:
         """Send a request; on_reply gets the answer, or owner_failed an error if the peer dies."""
         if address in self._dead_peers and owner_failed is not None:
             owner_failed(address, self._dead_peers[address])
-            return
+            return 0
         rid = next(self._req_ids)
         self._requests[rid] = on_reply
         if owner_failed is not None:
@@ -431,6 +347,14 @@ class CoreClient:
             self._requests_to.setdefault(address, set()).add(rid)
             self._request_address[rid] = address
         self.endpoint.send(address, make(rid))
+        return rid
+
+    def forget_request(self, rid: int) -> None:
+        """Stop waiting for a reply (a late one is then handled by on_reply's fallback)."""
+        self._requests.pop(rid, None)
+        if self._request_failed.pop(rid, None) is not None:
+            address = self._request_address.pop(rid)
+            self._requests_to.get(address, set()).discard(rid)
 
     def on_reply(self, msg: Any, peer: Peer) -> None:
         rid = msg.req_id
@@ -453,7 +377,7 @@ class CoreClient:
 
         def peer_died(addr: str, reason: str) -> None:
             if not fut.done():
-                fut.set_exception(_peer_error(addr, reason, self.node_address))
+                fut.set_exception(peer_error(addr, reason, self.node_address))
 
         self.endpoint.call_threadsafe(self._request, address, make, fut.set_result, peer_died)
         return fut.result(timeout)
@@ -533,7 +457,7 @@ class CoreClient:
             return self.mappings.base(payload[1])
         except FileNotFoundError:
             pass
-        oid = CoreClient._oid_of_segment(payload[1])
+        oid = oid_of_segment(payload[1])
         reply = self.call(self.node_address, lambda rid: p.RestoreObject(rid, oid), timeout=300)
         if reply.error is not None:
             raise serialization.deserialize_exception(reply.error)
@@ -559,7 +483,7 @@ class CoreClient:
             if entry is not None and entry.payload is not PENDING:
                 on_payload(i, entry.payload)
             else:
-                self._when_ready(ref, lambda pl, i=i: _call_in(loop, on_payload, i, pl))
+                self._when_ready(ref, lambda pl, i=i: call_in(loop, on_payload, i, pl))
         if not refs:
             fut.set_result(None)
         try:
@@ -631,392 +555,6 @@ class CoreClient:
         self.endpoint.call_threadsafe(self.endpoint.send, self.node_address, p.SealObject(oid))
         return [p.SHM, reply.segment, ser.size, b""]
 
-    # ====================================================================== submit
-    def submit_task(self, fn: FunctionDescriptor, args: tuple, kwargs: dict, *, num_returns: int,
-                    shape: dict[str, float], runtime_env: Any, max_retries: int, retry_exceptions: Any,
-                    max_calls: int, name: str | None = None) -> list:
-        from asyncray.object_ref import ObjectRef
-
-        spec = TaskSpec()
-        spec.task_id = task_id = self.task_ids.next_task_id()
-        spec.name = name or fn.name
-        spec.fn_id = fn.fn_id
-        spec.fn_blob = fn.blob
-        spec.args_blob, spec.dep_refs, spec.nested_refs = self._serialize_args(args, kwargs)
-        spec.num_returns = num_returns
-        streaming = num_returns == p.STREAMING
-        spec.return_ids = [] if streaming else [ids.object_id(task_id, i + 1) for i in range(max(num_returns, 1))]
-        spec.shape = shape
-        spec.cpus = shape.get("CPU", 0.0)
-        spec.runtime_env = runtime_env
-        spec.queue_key = (fn.fn_id, tuple(sorted(shape.items())), repr(runtime_env), max_calls > 0)
-        spec.retries_left = max_retries
-        spec.retry_exceptions = retry_exceptions
-        spec.single = max_calls > 0
-        spec.max_calls = max_calls
-        spec.dep_payloads = None
-        spec.cancelled = False
-        children = self.children
-        if children is not None:
-            children.append(task_id)
-        with self.lock:
-            for rid in spec.return_ids:
-                self.objects[rid] = Entry(owned=True)
-        if streaming:
-            from asyncray.object_ref import ObjectRefGenerator
-
-            self._streams[task_id] = set()
-            gen = ObjectRefGenerator(task_id, self)
-            self.endpoint.call_threadsafe(self._submit, spec)
-            return [gen]
-        refs = [ObjectRef(rid, self.address, self) for rid in spec.return_ids]
-        self.endpoint.call_threadsafe(self._submit, spec)
-        return refs
-
-    def _serialize_args(self, args: tuple, kwargs: dict) -> tuple[bytes, list, list]:
-        from asyncray.object_ref import ObjectRef
-
-        deps: list = []
-        if any(type(a) is ObjectRef for a in args) or any(type(v) is ObjectRef for v in kwargs.values()):
-            def sub(a: Any) -> Any:
-                if type(a) is ObjectRef:
-                    deps.append(a)
-                    return _Dep(len(deps) - 1)
-                return a
-
-            args = tuple(sub(a) for a in args)
-            kwargs = {k: sub(v) for k, v in kwargs.items()}
-        try:
-            ser = serialization.serialize((args, kwargs))
-        except TypeError:
-            self._raise_arg_error(args, kwargs)
-            raise
-        if ser.size > self.config.inline_limit:
-            # Large values go to the store once and travel as refs, as in Ray.
-            def big(a: Any) -> Any:
-                if type(a) is _Dep:
-                    return a
-                s = serialization.serialize(a)
-                if s.size > self.config.inline_limit // 4:
-                    deps.append(self.put(a))
-                    return _Dep(len(deps) - 1)
-                return a
-
-            args = tuple(big(a) for a in args)
-            kwargs = {k: big(v) for k, v in kwargs.items()}
-            ser = serialization.serialize((args, kwargs))
-        # Refs nested in the arguments stay alive with the spec until the task is done; the
-        # worker registers itself as their borrower before it replies.
-        return ser.to_bytes(), deps, ser.refs
-
-    @staticmethod
-    def _raise_arg_error(args: tuple, kwargs: dict) -> None:
-        for i, a in enumerate(args):
-            try:
-                serialization.serialize(a)
-            except TypeError as e:
-                raise TypeError(f"Argument {i} of the remote call cannot be serialized: {e}") from None
-        for k, v in kwargs.items():
-            try:
-                serialization.serialize(v)
-            except TypeError as e:
-                raise TypeError(f"Keyword argument {k!r} of the remote call cannot be serialized: {e}") from None
-
-    # -- loop thread from here on ------------------------------------------------------------
-    def _submit(self, spec: TaskSpec) -> None:
-        if self.node_dead is not None:
-            self._fail(spec, self._error_payload(_peer_error(self.node_address, self.node_dead, self.node_address)))
-            return
-        self._specs[spec.task_id] = spec
-        deps = spec.dep_refs
-        if not deps:
-            spec.dep_payloads = []
-            self._enqueue(spec)
-            return
-        spec.dep_payloads = [None] * len(deps)
-        spec.waiting = len(deps)
-
-        def make_cb(i: int) -> Callable[[list], None]:
-            def cb(payload: list) -> None:
-                spec.dep_payloads[i] = payload
-                spec.waiting -= 1
-                if spec.waiting == 0:
-                    self._deps_ready(spec)
-            return cb
-
-        for i, ref in enumerate(deps):
-            self._when_ready(ref, make_cb(i))
-
-    def _deps_ready(self, spec: TaskSpec) -> None:
-        if spec.cancelled:
-            return
-        for payload in spec.dep_payloads:
-            if payload[0] == p.ERROR:  # an upstream failure fails this task without running it
-                self._fail(spec, payload)
-                return
-        self._enqueue(spec)
-
-    def _enqueue(self, spec: TaskSpec, front: bool = False) -> None:
-        q = self._queues.get(spec.queue_key)
-        if q is None:
-            q = self._queues[spec.queue_key] = ShapeQueue(spec.queue_key, spec.shape, spec.runtime_env, spec.single)
-        if front:
-            q.pending.appendleft(spec)
-        else:
-            q.pending.append(spec)
-        self._pump(q)
-
-    def _pump(self, q: ShapeQueue) -> None:
-        if self._released and not self._release_wakeup:
-            self._process_releases()  # a wake-up lost to a signal inside __del__ must not leak
-        cfg = self.config
-        now = time.perf_counter()
-        for lease in q.leases.values():
-            if not q.pending:
-                break
-            for _ in range(min(q.room(lease, cfg.lease_pipeline_depth, now), len(q.pending))):
-                self._push(q, lease, q.pending.popleft())
-            if lease.linger is not None and lease.in_flight:
-                lease.linger.cancel()
-                lease.linger = None
-        for _ in range(q.wanted_requests(cfg.lease_pipeline_depth, cfg.max_leases_per_shape)):
-            rid = next(self._req_ids)
-            q.requests.add(rid)
-            self._lease_of_request[rid] = q
-            self._requests[rid] = self._on_lease_reply
-            self.endpoint.send(self.node_address, p.RequestLease(rid, q.shape, self.job_id, q.runtime_env))
-        if not q.pending and q.requests:
-            for rid in q.requests:
-                self._requests.pop(rid, None)
-                self._lease_of_request.pop(rid, None)
-                self.endpoint.send(self.node_address, p.CancelLeaseRequest(rid))
-            q.requests.clear()
-
-    def _on_lease_reply(self, msg: Any) -> None:
-        q = self._lease_of_request.pop(msg.req_id, None)
-        if q is None:
-            return
-        q.requests.discard(msg.req_id)
-        if isinstance(msg, p.LeaseFailed):
-            err = serialization.deserialize_exception(msg.error)
-            while q.pending:
-                self._fail(q.pending.popleft(), self._error_payload(err))
-            return
-        lease = Lease(msg.lease_id, msg.worker_id, msg.worker_address)
-        q.leases[lease.lease_id] = lease
-        if not q.pending:
-            self._return_lease(q, lease)
-            return
-        self._pump(q)
-
-    def _push(self, q: ShapeQueue, lease: Lease, spec: TaskSpec) -> None:
-        blob = None
-        if spec.fn_id not in lease.fns_sent:
-            lease.fns_sent.add(spec.fn_id)
-            blob = spec.fn_blob
-        lease.in_flight[spec.task_id] = spec
-        self._task_lease[spec.task_id] = (q, lease)
-        spec.pushed_at = time.perf_counter()
-        self.endpoint.send(lease.address, p.PushTask(
-            spec.task_id, spec.name, spec.fn_id, blob, spec.args_blob, spec.dep_payloads, spec.num_returns,
-            self.job_id, self.address, self.driver_address, spec.cpus, spec.max_calls))
-
-    def on_task_reply(self, msg: p.TaskReply, peer: Peer) -> None:
-        found = self._task_lease.pop(msg.task_id, None)
-        if found is None:
-            return
-        q, lease = found
-        spec = lease.in_flight.pop(msg.task_id)
-        q.record_duration(time.perf_counter() - spec.pushed_at)
-        if spec.cancelled:  # its refs already raise TaskCancelledError
-            self._free_payloads(msg.returns)
-        elif msg.app_error and spec.retries_left > 0 and self._retryable(spec, msg):
-            spec.retries_left -= 1
-            self._enqueue(spec, front=True)
-        elif spec.num_returns == p.STREAMING:
-            self._specs.pop(spec.task_id, None)
-            self._end_stream(spec.task_id, msg.returns[0][1])
-        else:
-            self._specs.pop(spec.task_id, None)
-            for i, (rid, payload) in enumerate(zip(spec.return_ids, msg.returns)):
-                if msg.nested and msg.nested[i]:
-                    self._record_contained(rid, msg.nested[i])
-                self._set_payload(rid, payload)
-        if msg.worker_exiting:
-            lease.dead = True
-            q.leases.pop(lease.lease_id, None)
-            for t in list(lease.in_flight):  # never started there: run them elsewhere
-                self._task_lease.pop(t, None)
-                self._enqueue(lease.in_flight.pop(t), front=True)
-        self._pump(q)
-        if not lease.in_flight and not q.pending and not lease.dead and lease.linger is None:
-            lease.linger = self.loop.call_later(self.config.lease_linger_s, self._linger_over, q, lease)
-
-    def _fail(self, spec: TaskSpec, payload: list) -> None:
-        """Every result of `spec` becomes `payload` (an error); a stream gets it as its next item."""
-        self._specs.pop(spec.task_id, None)
-        if spec.num_returns == p.STREAMING:
-            held = self._streams.get(spec.task_id)
-            n = 1 + max((int.from_bytes(o[-4:], "big") for o in held), default=0) if held is not None else 1
-            self._stream_item(spec.task_id, n, payload)
-            self._end_stream(spec.task_id, n)
-        else:
-            for rid in spec.return_ids:
-                self._set_payload(rid, payload)
-
-    # -- streaming generators ------------------------------------------------------------------
-    def on_generator_item(self, msg: p.GeneratorItem, peer: Peer) -> None:
-        if msg.nested:
-            self._record_contained(ids.object_id(msg.task_id, msg.index), msg.nested)
-        self._stream_item(msg.task_id, msg.index, msg.payload)
-
-    def _stream_item(self, task_id: bytes, index: int, payload: list) -> None:
-        held = self._streams.get(task_id)
-        oid = ids.object_id(task_id, index)
-        if held is None:  # the consumer is gone
-            if payload[0] == p.SHM:
-                self.endpoint.send(self.node_address, p.FreeObjects([oid]))
-            return
-        with self.lock:
-            entry = self.objects.get(oid)
-            if entry is not None and entry.payload is not PENDING:
-                return  # a retried task yields again what we already have
-            if oid not in held:
-                held.add(oid)
-                self.refcounts[oid] = self.refcounts.get(oid, 0) + 1
-            if entry is None:
-                self.objects[oid] = Entry(owned=True)
-        self._set_payload(oid, payload)
-
-    def _end_stream(self, task_id: bytes, count: int) -> None:
-        self._stream_item(task_id, count + 1, [p.END, count])
-
-    def stream_next(self, task_id: bytes, index: int, timeout: float | None) -> list:
-        """Caller's thread: the payload of item `index` (END when the stream is over)."""
-        oid = ids.object_id(task_id, index)
-        with self.lock:
-            if oid not in self.objects:
-                self.objects[oid] = Entry(owned=True)
-        return self.payloads([_IdRef(oid, self.address)], timeout)[0]
-
-    async def stream_next_async(self, task_id: bytes, index: int) -> list:
-        oid = ids.object_id(task_id, index)
-        with self.lock:
-            if oid not in self.objects:
-                self.objects[oid] = Entry(owned=True)
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-
-        def cb(payload: list) -> None:
-            _call_in(loop, lambda: fut.done() or fut.set_result(payload))
-
-        self._when_ready(_IdRef(oid, self.address), cb)
-        return await fut
-
-    def stream_release(self, task_id: bytes, oid: bytes | None) -> None:
-        """Any thread: the consumer took item `oid` (or, with None, dropped the whole stream)."""
-        self.endpoint.call_threadsafe(self._stream_release, task_id, oid)
-
-    def _stream_release(self, task_id: bytes, oid: bytes | None) -> None:
-        held = self._streams.get(task_id)
-        if held is None:
-            return
-        if oid is None:
-            del self._streams[task_id]
-            drop = list(held)
-        elif oid in held:
-            held.discard(oid)
-            drop = [oid]
-        else:
-            drop = []
-        for o in drop:
-            self._released.append(o)
-        if drop:
-            self._process_releases()
-
-    def _free_payloads(self, payloads: list) -> None:
-        stored = [pl for pl in payloads if pl[0] == p.SHM]
-        if stored:
-            self.endpoint.send(self.node_address, p.FreeObjects([self._oid_of_segment(pl[1]) for pl in stored]))
-
-    @staticmethod
-    def _oid_of_segment(segment: str) -> bytes:
-        return bytes.fromhex(segment.rsplit("-", 1)[1])
-
-    # -- cancel --------------------------------------------------------------------------------
-    def cancel(self, ref: Any, force: bool, recursive: bool) -> None:
-        """Any thread: cancel the task that produces `ref` (a no-op once it has finished)."""
-        self.endpoint.call_threadsafe(self.cancel_task, ref._id[: ids.TASK_ID_LEN], force, recursive)
-
-    def cancel_task(self, task_id: bytes, force: bool, recursive: bool) -> None:
-        spec = self._specs.get(task_id)
-        if spec is None or spec.cancelled:
-            return
-        from asyncray.exceptions import TaskCancelledError
-
-        spec.cancelled = True
-        found = self._task_lease.get(task_id)
-        if found is not None:
-            q, lease = found
-            self.endpoint.send(lease.address, p.CancelTask(task_id, force, recursive))
-        else:
-            q = self._queues.get(spec.queue_key)
-            if q is not None:
-                try:
-                    q.pending.remove(spec)
-                except ValueError:
-                    pass
-                self._pump(q)
-        self._fail(spec, self._error_payload(TaskCancelledError(task_id.hex())))
-
-    def _retryable(self, spec: TaskSpec, msg: p.TaskReply) -> bool:
-        rule = spec.retry_exceptions
-        if rule is True:
-            return True
-        if not rule:
-            return False
-        try:
-            exc = serialization.deserialize_exception(msg.returns[0][1])
-        except Exception:
-            return False
-        cause = getattr(exc, "cause", exc)
-        return isinstance(cause, tuple(rule))
-
-    def _linger_over(self, q: ShapeQueue, lease: Lease) -> None:
-        lease.linger = None
-        if not lease.in_flight and not lease.dead and lease.lease_id in q.leases:
-            self._return_lease(q, lease)
-
-    def _return_lease(self, q: ShapeQueue, lease: Lease) -> None:
-        q.leases.pop(lease.lease_id, None)
-        self.endpoint.send(self.node_address, p.ReturnLease(lease.lease_id, False))
-
-    def on_lease_worker_died(self, msg: p.LeaseWorkerDied, peer: Peer) -> None:
-        from asyncray.exceptions import WorkerCrashedError
-
-        for q in self._queues.values():
-            lease = q.leases.pop(msg.lease_id, None)
-            if lease is None:
-                continue
-            lease.dead = True
-            if lease.linger is not None:
-                lease.linger.cancel()
-            for task_id, spec in list(lease.in_flight.items()):
-                self._task_lease.pop(task_id, None)
-                if spec.cancelled:
-                    continue
-                if spec.retries_left != 0:
-                    spec.retries_left -= 1
-                    self._enqueue(spec, front=True)
-                else:
-                    err = WorkerCrashedError(
-                        f"The worker running task {spec.name} ({task_id.hex()}) died unexpectedly: {msg.reason}. "
-                        "It was retried as many times as max_retries allows.")
-                    self._fail(spec, self._error_payload(err))
-            lease.in_flight.clear()
-            self._pump(q)
-            return
-
     # ====================================================================== wait
     def wait(self, refs: list, num_returns: int, timeout: float | None, fetch_local: bool) -> tuple[list, list]:
         ready_ids: set[bytes] = set()
@@ -1073,7 +611,7 @@ class CoreClient:
         if len(ready_ids) < num_returns:
             for ref in refs:
                 if ref._id not in ready_ids:
-                    self._when_ready(ref, lambda _pl, oid=ref._id: _call_in(loop, on_ready, oid))
+                    self._when_ready(ref, lambda _pl, oid=ref._id: call_in(loop, on_ready, oid))
             try:
                 await asyncio.wait_for(asyncio.shield(fut), timeout)
             except asyncio.TimeoutError:

@@ -272,7 +272,7 @@ class NodeManager:
             self.pool.kill(lease.worker)
         if address:
             for obj in self.store.free_owner(address):
-                self._drop(obj)
+                self._drop(obj, background=True)
 
     # -- objects ---------------------------------------------------------------------------------
     def on_create_object(self, msg: p.CreateObject, peer: Peer) -> None:
@@ -335,10 +335,14 @@ class NodeManager:
 
     def on_free_objects(self, msg: p.FreeObjects, peer: Peer) -> None:
         for oid in msg.object_ids:
-            self._drop(self.store.free(oid))
+            self._drop(self.store.free(oid), background=True)
 
-    @staticmethod
-    def _drop(obj: Any) -> None:
+    def _drop(self, obj: Any, background: bool = False) -> None:
+        """Remove a freed object's memory or file. Unlinking a large segment returns its pages
+        to the kernel, which takes milliseconds per 100 MiB: for frees that happens off the loop,
+        so a `put` waiting for CreateObject does not wait for the previous object's teardown.
+        (Object ids are never reused, so a late unlink cannot hit a newer segment; the one case
+        that re-creates a name, a retried task's return, unlinks in line.)"""
         if obj is None:
             return
         if obj.spilled is not None:
@@ -346,6 +350,8 @@ class NodeManager:
                 os.unlink(obj.spilled)
             except FileNotFoundError:
                 pass
+        elif background:
+            self.loop.run_in_executor(None, segments.unlink, obj.segment)
         else:
             segments.unlink(obj.segment)
 

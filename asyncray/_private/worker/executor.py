@@ -15,7 +15,7 @@ import threading
 from typing import Any
 
 from asyncray._private import ids, protocol as p, serialization
-from asyncray._private.core.client import _Dep
+from asyncray._private.core.submitter import _Dep
 
 
 class TaskContext(threading.local):
@@ -70,8 +70,8 @@ class Executor:
         if msg.task_id != self.current:
             return
         if msg.recursive:
-            for child in self.client.children or ():
-                self.client.cancel_task(child, msg.force, True)
+            for child in self.client.submitter.children or ():
+                self.client.submitter.cancel_task(child, msg.force, True)
         if msg.force:
             self.rt.endpoint.flush()  # the children's cancels leave before we die
             os._exit(1)
@@ -136,7 +136,7 @@ class Executor:
         if msg.task_id in self.cancelled:
             return self._cancelled_reply(msg)
         self.current = msg.task_id
-        self.client.children = []
+        self.client.submitter.children = []
         try:
             return self._execute(msg)
         except KeyboardInterrupt:
@@ -145,7 +145,7 @@ class Executor:
             raise
         finally:
             self.current = None
-            self.client.children = None
+            self.client.submitter.children = None
             self.cancelled.discard(msg.task_id)
 
     def _limit_blas(self, n: int) -> None:
