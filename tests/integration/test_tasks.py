@@ -282,3 +282,15 @@ def test_blas_threads_follow_task_cpus():
 
     assert ray.get(two.remote()) == ("2", {2})
     assert ray.get(one.remote()) == ("1", {1})
+
+
+def test_segfault_in_task_is_worker_crashed_error():
+    @ray.remote(max_retries=0)
+    def segfault():
+        import ctypes
+
+        ctypes.string_at(0)
+
+    with pytest.raises(exc.WorkerCrashedError, match="signal 11"):
+        ray.get(segfault.remote(), timeout=60)
+    assert ray.get(add.remote(2, 2)) == 4
