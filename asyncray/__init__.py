@@ -30,8 +30,11 @@ _WHERE = {
     "wait": "asyncray._private.api",
     "wait_async": "asyncray._private.api",
     "get_runtime_context": "asyncray.runtime_context",
+    "kill": "asyncray._private.api",
+    "get_actor": "asyncray._private.api",
+    "method": "asyncray.actor",
 }
-_MODULES = {"exceptions"}
+_MODULES = {"exceptions", "actor", "util"}
 
 __all__ = sorted([*_WHERE, *_MODULES])
 
@@ -52,8 +55,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
-    from asyncray import exceptions
+    from asyncray import actor, exceptions, util
     from asyncray._private.api import (
+        get_actor,
+        kill,
         available_resources,
         cancel,
         cluster_resources,
@@ -67,5 +72,6 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
         wait,
         wait_async,
     )
+    from asyncray.actor import method
     from asyncray.object_ref import ObjectRef, ObjectRefGenerator
     from asyncray.runtime_context import get_runtime_context

@@ -23,25 +23,47 @@ class RuntimeContext:
         return context.task_id.hex() if context.task_id is not None else None
 
     def get_actor_id(self) -> str | None:
-        return None
+        actor = _actor_host()
+        return actor.actor_id.hex() if actor is not None else None
 
     def get_actor_name(self) -> str | None:
-        return None
+        actor = _actor_host()
+        return actor.name if actor is not None else None
 
     @property
     def current_actor(self) -> Any:
-        raise RuntimeError("This method is only available in an actor.")
+        """A handle to the actor this code runs in."""
+        actor = _actor_host()
+        if actor is None:
+            raise RuntimeError("This method is only available in an actor.")
+        from asyncray.actor import ActorHandle
+
+        spec = actor.spec
+        token = None
+        if spec.get("token"):
+            token = self._rt.client.deserialized_ref(spec["token"][0], spec["token"][1])
+        return ActorHandle(actor.actor_id, spec.get("class_name"), spec.get("methods", {}), actor.is_async, token,
+                           spec.get("max_task_retries", 0), -1, actor.name, spec.get("namespace", ""))
 
     @property
     def namespace(self) -> str:
         return self._rt.namespace
 
     def get_assigned_resources(self) -> dict[str, float]:
+        actor = _actor_host()
+        if actor is not None:
+            return dict(actor.spec.get("shape") or {})
         return {}
 
     @property
     def was_current_actor_reconstructed(self) -> bool:
         return False
+
+
+def _actor_host() -> Any:
+    from asyncray._private.worker.executor import context
+
+    return context.actor
 
 
 def get_runtime_context() -> RuntimeContext:

@@ -241,6 +241,55 @@ def cancel(object_ref: Any, *, force: bool = False, recursive: bool = True) -> N
     _client().submitter.cancel(object_ref, force, recursive)
 
 
+def job_namespace() -> str:
+    rt = runtime_mod.current()
+    return rt.namespace if rt is not None else ""
+
+
+def kill(actor: Any, *, no_restart: bool = True) -> None:
+    """Kill an actor: calls then raise ActorDiedError (with no_restart=False a restartable
+    actor restarts instead). Its name is free again at once."""
+    from asyncray._private import protocol as p
+    from asyncray.actor import ActorHandle
+
+    if not isinstance(actor, ActorHandle):
+        raise ValueError(f"ray.kill() only supported for actors. For tasks, try ray.cancel(). Got: {type(actor)}.")
+    client = _client()
+    if no_restart:
+        client.endpoint.call_threadsafe(client.actor_submitter.killed, actor._actor_id, actor._class_name)
+    client.endpoint.call_threadsafe(client._request_head, p.KillActor(actor._actor_id, bool(no_restart)))
+
+
+def get_actor(name: str, namespace: str | None = None) -> Any:
+    """The handle of the named actor; ValueError if there is none (in that namespace)."""
+    from asyncray._private import protocol as p
+    from asyncray.actor import ActorHandle
+
+    if not isinstance(name, str) or not name:
+        raise ValueError("Please supply a non-empty value to get_actor")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be a string, got {type(namespace).__name__}.")
+    client = _client()
+    ns = namespace if namespace is not None else job_namespace()
+    reply = client.call(client.head_address, lambda rid: p.GetNamedActor(rid, name, ns), timeout=60)
+    if reply.info is None:
+        raise ValueError(f"Failed to look up actor with name '{name}'. This could because 1. You are trying to look "
+                         f"up a named actor you didn't create. 2. The named actor died. 3. You did not use a "
+                         f"namespace matching the namespace of the actor (namespace={ns!r}).")
+    return ActorHandle._from_info(reply.info, client)
+
+
+def list_named_actors(all_namespaces: bool = False) -> list:
+    from asyncray._private import protocol as p
+
+    client = _client()
+    ns = None if all_namespaces else job_namespace()
+    reply = client.call(client.head_address, lambda rid: p.ListNamedActors(rid, ns), timeout=60)
+    if all_namespaces:
+        return [{"name": name, "namespace": namespace} for name, namespace in reply.actors]
+    return [name for name, _ns in reply.actors]
+
+
 def _resources(kind: str) -> dict[str, float]:
     from asyncray._private import protocol as p
 
@@ -261,12 +310,14 @@ def available_resources() -> dict[str, float]:
 
 
 def remote(*args: Any, **kwargs: Any) -> Any:
-    """@remote or @remote(**options) on a function (classes come with the actor issue)."""
+    """@remote or @remote(**options) on a function (a task) or a class (an actor)."""
     from asyncray.remote_function import RemoteFunction
 
     def make(target: Any, options: dict[str, Any]) -> Any:
         if inspect.isclass(target):
-            raise NotImplementedError("actors (@remote on a class) are not supported by asyncray yet.")
+            from asyncray.actor import ActorClass
+
+            return ActorClass(target, options)
         if not callable(target):
             raise TypeError(f"The @ray.remote decorator must be applied to a function or a class, got {target!r}.")
         return RemoteFunction(target, options)

@@ -356,3 +356,123 @@ class RestoreObject(NamedTuple):
 class RestoreObjectReply(NamedTuple):
     req_id: int
     error: bytes | None  # pickled exception when it cannot be restored
+
+
+# -- actors ------------------------------------------------------------------------------------
+# Actor states, as Ray names them.
+PENDING_CREATION, ALIVE, RESTARTING, DEAD = "PENDING_CREATION", "ALIVE", "RESTARTING", "DEAD"
+
+
+@message(80)
+class CreateActor(NamedTuple):
+    """A creator asks the head to place and start an actor; answered once it is registered."""
+
+    req_id: int
+    actor_id: bytes
+    spec: dict  # see head/actor_manager.py ActorSpec fields
+
+
+@message(81)
+class CreateActorReply(NamedTuple):
+    req_id: int
+    actor_id: bytes  # the existing actor's id when get_if_exists found one
+    info: dict | None  # the existing actor's handle info (get_if_exists), else None
+    error: bytes | None  # pickled ValueError for a taken name
+
+
+@message(82)
+class SubscribeActor(NamedTuple):
+    """Send me ActorUpdate now and at every state change of this actor."""
+
+    actor_id: bytes
+
+
+@message(83)
+class ActorUpdate(NamedTuple):
+    actor_id: bytes
+    state: str
+    address: str
+    incarnation: int
+    error: bytes | None  # pickled exception explaining a DEAD actor
+
+
+@message(84)
+class StartActor(NamedTuple):
+    """Head -> leased worker: become this actor (construct it)."""
+
+    actor_id: bytes
+    incarnation: int
+    spec: dict
+
+
+@message(85)
+class ActorStarted(NamedTuple):
+    actor_id: bytes
+    incarnation: int
+    error: bytes | None  # pickled RayTaskError from the constructor
+
+
+@message(86)
+class KillActor(NamedTuple):
+    actor_id: bytes
+    no_restart: bool
+
+
+@message(87)
+class ActorExited(NamedTuple):
+    """The actor ended itself (exit_actor): dead for good, no restart."""
+
+    actor_id: bytes
+
+
+@message(88)
+class GetNamedActor(NamedTuple):
+    req_id: int
+    name: str
+    namespace: str
+
+
+@message(89)
+class NamedActorReply(NamedTuple):
+    req_id: int
+    info: dict | None
+
+
+@message(90)
+class ListNamedActors(NamedTuple):
+    req_id: int
+    namespace: str | None  # None: every namespace
+
+
+@message(91)
+class ListNamedActorsReply(NamedTuple):
+    req_id: int
+    actors: list  # [[name, namespace], ...]
+
+
+@message(92)
+class OwnerDied(NamedTuple):
+    """Node -> head: a process died; actors it owned (not detached) go with it."""
+
+    address: str
+
+
+@message(93)
+class PushActorTask(NamedTuple):
+    task_id: bytes
+    actor_id: bytes
+    method: str
+    args_blob: bytes
+    deps: list
+    num_returns: int
+    owner_address: str
+    driver_address: str
+    concurrency_group: str | None
+
+
+@message(94)
+class TaskNotRun(NamedTuple):
+    """A worker gives back a task it had queued but not started (it blocked in get, or it
+    retired after max_calls): the owner runs it elsewhere, without counting a retry."""
+
+    task_id: bytes

@@ -139,18 +139,26 @@ class Runtime:
             p.AddBorrower: c.on_add_borrower,
             p.RemoveBorrower: c.on_remove_borrower,
             p.PeerDied: c.on_peer_died,
+            p.ActorUpdate: c.actor_submitter.on_update,
+            p.TaskNotRun: c.submitter.on_task_not_run,
         }
         for reply in (p.LeaseGranted, p.LeaseFailed, p.CreateObjectReply, p.ObjectReply, p.RegisterJobReply,
                       p.RegisterClientReply, p.NodesReply, p.ResourcesReply, p.KVReply, p.ShutdownNodeReply,
-                      p.JobInfoReply, p.AddBorrowerReply, p.UnregisterClientReply, p.RestoreObjectReply):
+                      p.JobInfoReply, p.AddBorrowerReply, p.UnregisterClientReply, p.RestoreObjectReply,
+                      p.CreateActorReply, p.NamedActorReply, p.ListNamedActorsReply):
             self._handlers[reply] = c.on_reply
         self._handlers.update(self.extra_handlers)
+        c.head_address = self.head_address
 
     def add_handler(self, kind: type, fn: Callable[[Any, Peer], None]) -> None:
         self._handlers[kind] = fn
 
     def _handle(self, msg: Any, peer: Peer) -> None:
-        self._handlers[type(msg)](msg, peer)
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            raise RuntimeError(f"asyncray bug: no handler for {type(msg).__name__} in this {self.kind}; "
+                               "please report it")
+        handler(msg, peer)
 
     def _on_get_job_info(self, msg: p.GetJobInfo, peer: Peer) -> None:
         path = [os.path.abspath(x) for x in sys.path if x and os.path.isdir(x)]

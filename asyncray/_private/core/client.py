@@ -69,6 +69,11 @@ class CoreClient:
         self._borrower_waits: dict[bytes, list[tuple[Peer, int]]] = {}
         self.closed = False
         self.submitter = TaskSubmitter(self)
+        from asyncray._private.core.actor_submitter import ActorSubmitter
+
+        self.actor_submitter = ActorSubmitter(self)
+        self.head_address = ""
+        self._free_hooks: dict[bytes, Callable[[], None]] = {}  # owned ids -> run when freed
         self.node_dead: str | None = None  # why our node manager is gone, once it is
         # Hooks a worker sets so the node can lend its CPU while it blocks in get.
         self.on_block: Callable[[], None] | None = None
@@ -126,6 +131,9 @@ class CoreClient:
             if entry.payload is PENDING:
                 return  # dropped when the result arrives (_set_payload)
             del self.objects[oid]
+            hook = self._free_hooks.pop(oid, None)
+            if hook is not None:
+                self._outbox.append(hook())
             if entry.payload[0] == p.SHM:
                 self._to_free.append(oid)
             key = container_key(oid)
@@ -231,9 +239,28 @@ class CoreClient:
         self.submitter.fail_all(self._error_payload(peer_error(self.node_address, reason, self.node_address)))
         self.on_peer_died(p.PeerDied(self.node_address, reason), None)  # type: ignore[arg-type]
 
+    # -- actor handle tokens -------------------------------------------------------------------
+    def new_token(self, actor_id: bytes) -> Any:
+        """An owned object standing for every handle to `actor_id`: handles carry it, pickled
+        handles borrow it, and when nothing holds it any more the actor is killed (Ray's
+        handle-count lifetime for non-detached actors)."""
+        from asyncray.object_ref import ObjectRef
+
+        oid = ids.object_id(self.task_ids.next_task_id(), 0)
+        entry = Entry(owned=True)
+        entry.payload = [p.INLINE, serialization.serialize(None).to_bytes()]
+        with self.lock:
+            self.objects[oid] = entry
+            self._free_hooks[oid] = lambda: (self.head_address, p.KillActor(actor_id, True))
+        return ObjectRef(oid, self.address, self)
+
+    def _request_head(self, msg: Any) -> None:
+        self.endpoint.send(self.head_address, msg)
+
     def on_peer_died(self, msg: p.PeerDied, peer: Peer) -> None:
         """A process on our node died: what we wait for from it fails; its borrows go."""
         self._dead_peers[msg.address] = msg.reason
+        self.actor_submitter.on_peer_died(msg.address)
         self.endpoint.disconnect(msg.address)
         for rid in list(self._requests_to.pop(msg.address, ())):
             cb = self._requests.pop(rid, None)

@@ -54,3 +54,16 @@ def call_in(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any)
         loop.call_soon_threadsafe(fn, *args)
     except RuntimeError:
         pass
+
+
+def retryable(rule: Any, reply: Any) -> bool:
+    """Does `retry_exceptions` (True, False, or exception classes) ask to re-run after `reply`?"""
+    if rule is True:
+        return True
+    if not rule:
+        return False
+    try:
+        exc = serialization.deserialize_exception(reply.returns[0][1])
+    except Exception:
+        return False
+    return isinstance(getattr(exc, "cause", exc), tuple(rule))

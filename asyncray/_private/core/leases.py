@@ -14,7 +14,7 @@ from typing import Any
 
 
 class Lease:
-    __slots__ = ("lease_id", "worker_id", "address", "in_flight", "fns_sent", "linger", "dead")
+    __slots__ = ("lease_id", "worker_id", "address", "in_flight", "fns_sent", "linger", "dead", "blocked")
 
     def __init__(self, lease_id: int, worker_id: bytes, address: str) -> None:
         self.lease_id = lease_id
@@ -24,6 +24,9 @@ class Lease:
         self.fns_sent: set[bytes] = set()
         self.linger: Any = None  # TimerHandle of a pending return
         self.dead = False
+        # Its running task blocked in get and gave back the queue: push nothing more to it
+        # until that task replies.
+        self.blocked = False
 
 
 class ShapeQueue:
@@ -58,7 +61,7 @@ class ShapeQueue:
         ones) stalls the lease: nothing more is queued behind it, and the backlog asks for
         another worker instead.
         """
-        if lease.dead:
+        if lease.dead or (lease.blocked and lease.in_flight):
             return 0
         depth = self.depth(pipeline_depth)
         n = len(lease.in_flight)

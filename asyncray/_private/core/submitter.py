@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable
 
 from asyncray._private import ids, protocol as p, serialization
-from asyncray._private.core.common import PENDING, Entry, IdRef, call_in, oid_of_segment, peer_error
+from asyncray._private.core.common import PENDING, Entry, IdRef, call_in, oid_of_segment, peer_error, retryable
 from asyncray._private.core.leases import Lease, ShapeQueue
 from asyncray._private.transport.sockets import Peer
 
@@ -265,13 +265,15 @@ class TaskSubmitter:
     def on_task_reply(self, msg: p.TaskReply, peer: Peer) -> None:
         found = self._task_lease.pop(msg.task_id, None)
         if found is None:
+            self.client.actor_submitter.on_task_reply(msg)
             return
         q, lease = found
         spec = lease.in_flight.pop(msg.task_id)
+        lease.blocked = False
         q.record_duration(time.perf_counter() - spec.pushed_at)
         if spec.cancelled:  # its refs already raise TaskCancelledError
             self._free_payloads(msg.returns)
-        elif msg.app_error and spec.retries_left > 0 and self._retryable(spec, msg):
+        elif msg.app_error and spec.retries_left > 0 and retryable(spec.retry_exceptions, msg):
             spec.retries_left -= 1
             self._enqueue(spec, front=True)
         elif spec.num_returns == p.STREAMING:
@@ -283,15 +285,27 @@ class TaskSubmitter:
                 if msg.nested and msg.nested[i]:
                     self.client._record_contained(rid, msg.nested[i])
                 self.client._set_payload(rid, payload)
-        if msg.worker_exiting:
+        if msg.worker_exiting:  # max_calls reached: the node ends the worker for us
             lease.dead = True
             q.leases.pop(lease.lease_id, None)
+            self.endpoint.send(self.client.node_address, p.ReturnLease(lease.lease_id, True))
             for t in list(lease.in_flight):  # never started there: run them elsewhere
                 self._task_lease.pop(t, None)
                 self._enqueue(lease.in_flight.pop(t), front=True)
         self._pump(q)
         if not lease.in_flight and not q.pending and not lease.dead and lease.linger is None:
             lease.linger = self.client.loop.call_later(self.config.lease_linger_s, self._linger_over, q, lease)
+
+    def on_task_not_run(self, msg: p.TaskNotRun, peer: Peer) -> None:
+        """A worker gave back a task it never started: queue it again, no retry counted."""
+        found = self._task_lease.pop(msg.task_id, None)
+        if found is None:
+            return
+        q, lease = found
+        spec = lease.in_flight.pop(msg.task_id)
+        lease.blocked = True
+        if not spec.cancelled:
+            self._enqueue(spec, front=True)
 
     def _fail(self, spec: TaskSpec, payload: list) -> None:
         """Every result of `spec` becomes `payload` (an error); a stream gets it as its next item."""
@@ -391,7 +405,10 @@ class TaskSubmitter:
 
     def cancel_task(self, task_id: bytes, force: bool, recursive: bool) -> None:
         spec = self._specs.get(task_id)
-        if spec is None or spec.cancelled:
+        if spec is None:
+            self.client.actor_submitter.cancel(task_id, force, recursive)
+            return
+        if spec.cancelled:
             return
         from asyncray.exceptions import TaskCancelledError
 
@@ -409,19 +426,6 @@ class TaskSubmitter:
                     pass
                 self._pump(q)
         self._fail(spec, self.client._error_payload(TaskCancelledError(task_id.hex())))
-
-    def _retryable(self, spec: TaskSpec, msg: p.TaskReply) -> bool:
-        rule = spec.retry_exceptions
-        if rule is True:
-            return True
-        if not rule:
-            return False
-        try:
-            exc = serialization.deserialize_exception(msg.returns[0][1])
-        except Exception:
-            return False
-        cause = getattr(exc, "cause", exc)
-        return isinstance(cause, tuple(rule))
 
     def _linger_over(self, q: ShapeQueue, lease: Lease) -> None:
         lease.linger = None

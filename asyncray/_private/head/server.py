@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from asyncray._private import process, protocol as p
+from asyncray._private.head.actors import ActorRecord, ActorTable
 from asyncray._private.head.snapshot import Snapshot
 from asyncray._private.head.tables import NodeInfo, Tables
 from asyncray._private.transport.sockets import Endpoint, Peer
@@ -39,7 +40,24 @@ class HeadServer:
             p.GetNodes: self.on_get_nodes,
             p.KVPut: self.on_kv_put,
             p.KVGet: self.on_kv_get,
+            p.CreateActor: self.on_create_actor,
+            p.SubscribeActor: self.on_subscribe_actor,
+            p.ActorStarted: self.on_actor_started,
+            p.KillActor: self.on_kill_actor,
+            p.ActorExited: self.on_actor_exited,
+            p.GetNamedActor: self.on_get_named_actor,
+            p.ListNamedActors: self.on_list_named_actors,
+            p.OwnerDied: self.on_owner_died,
+            p.LeaseGranted: self.on_lease_granted,
+            p.LeaseFailed: self.on_lease_failed,
+            p.LeaseWorkerDied: self.on_lease_worker_died,
+            p.RegisterClientReply: lambda msg, peer: None,
         }
+        self.actors = ActorTable()
+        self._lease_reqs: dict[int, bytes] = {}  # lease request id -> actor id
+        self._req_ids = iter(range(1, 1 << 62))
+        self.node_address = ""  # the node actors are placed on (one node until the cluster issue)
+        self.node_resources: dict = {}
         self._commit_scheduled = False
         live = args.get("liveness_fd")
         if live is not None:
@@ -59,6 +77,169 @@ class HeadServer:
     def on_register_node(self, msg: p.RegisterNode, peer: Peer) -> None:
         self.tables.add_node(NodeInfo(msg.node_id, msg.address, msg.resources, msg.pid))
         peer.answer(p.RegisterNodeReply(msg.req_id, self.incarnation))
+        # The head leases workers for actors from the node, as a client of it.
+        tcp, _, ipc = msg.address.partition("|")
+        self.node_address = ipc or tcp
+        self.node_resources = msg.resources
+        self.endpoint.send(self.node_address, p.RegisterClient(0, b"head", os.getpid(), self.ipc_address, 0))
+        for rec in self.actors.actors.values():
+            if rec.state in (p.PENDING_CREATION, p.RESTARTING) and rec.lease_req is None:
+                self._schedule(rec)
+
+    # -- actors ----------------------------------------------------------------------------------
+    def on_create_actor(self, msg: p.CreateActor, peer: Peer) -> None:
+        spec = msg.spec
+        name = spec.get("name")
+        if name:
+            existing = self.actors.named(spec.get("namespace") or "", name)
+            if existing is not None:
+                if spec.get("get_if_exists"):
+                    peer.answer(p.CreateActorReply(msg.req_id, existing.actor_id, existing.info(), None))
+                    return
+                from asyncray._private.serialization import dumps_exception
+
+                err = ValueError(f"The name {name} (namespace={spec.get('namespace')}) is already taken. Please use "
+                                 "a different name or get the existing actor using ray.get_actor('{name}', "
+                                 "namespace=...).")
+                peer.answer(p.CreateActorReply(msg.req_id, msg.actor_id, None, dumps_exception(err)))
+                return
+        rec = ActorRecord(msg.actor_id, spec)
+        self.actors.add(rec)
+        peer.answer(p.CreateActorReply(msg.req_id, msg.actor_id, None, None))
+        self._schedule(rec)
+
+    def _schedule(self, rec: ActorRecord) -> None:
+        if not self.node_address:
+            return  # placed when a node registers
+        placement = rec.spec.get("placement", {})
+        missing = {k: v for k, v in placement.items() if self.node_resources.get(k, 0) < v}
+        if missing:
+            logger.warning("actor %s needs %s, more than any node has (%s): it stays pending until a node that "
+                           "fits joins", rec.spec.get("class_name"), placement, self.node_resources)
+        rid = next(self._req_ids)
+        rec.lease_req = rid
+        self._lease_reqs[rid] = rec.actor_id
+        self.endpoint.send(self.node_address, p.RequestLease(rid, rec.spec.get("shape", {}), rec.spec.get("job_id", 0),
+                                                            rec.spec.get("runtime_env")))
+
+    def on_lease_granted(self, msg: p.LeaseGranted, peer: Peer) -> None:
+        aid = self._lease_reqs.pop(msg.req_id, None)
+        rec = self.actors.actors.get(aid) if aid is not None else None
+        if rec is None or rec.state == p.DEAD:
+            self.endpoint.send(self.node_address, p.ReturnLease(msg.lease_id, True))
+            return
+        rec.lease_req = None
+        self.actors.set_lease(rec, msg.lease_id)
+        rec.address = msg.worker_address
+        self.endpoint.send(msg.worker_address, p.StartActor(rec.actor_id, rec.incarnation, rec.spec))
+
+    def on_lease_failed(self, msg: p.LeaseFailed, peer: Peer) -> None:
+        aid = self._lease_reqs.pop(msg.req_id, None)
+        rec = self.actors.actors.get(aid) if aid is not None else None
+        if rec is not None:
+            self._set_dead(rec, msg.error)
+
+    def on_actor_started(self, msg: p.ActorStarted, peer: Peer) -> None:
+        rec = self.actors.actors.get(msg.actor_id)
+        if rec is None or rec.incarnation != msg.incarnation or rec.state == p.DEAD:
+            return
+        if msg.error is not None:
+            # A constructor that raises: dead for good, every call raises ActorDiedError with it.
+            from asyncray._private.serialization import deserialize_exception, dumps_exception
+            from asyncray.exceptions import ActorDiedError
+
+            lease = rec.lease_id
+            self._set_dead(rec, dumps_exception(ActorDiedError(deserialize_exception(msg.error))))
+            if lease is not None:
+                self.endpoint.send(self.node_address, p.ReturnLease(lease, True))
+            return
+        self.actors.alive(rec, rec.address)
+        self._publish(rec)
+
+    def on_lease_worker_died(self, msg: p.LeaseWorkerDied, peer: Peer) -> None:
+        aid = self.actors.by_lease.get(msg.lease_id)
+        rec = self.actors.actors.get(aid) if aid is not None else None
+        if rec is None or rec.state == p.DEAD:
+            return
+        self._crashed(rec, f"The actor's worker process died: {msg.reason}.")
+
+    def _crashed(self, rec: ActorRecord, why: str) -> None:
+        if rec.can_restart():
+            self.actors.restarting(rec)
+            self._publish(rec)
+            self._schedule(rec)
+        else:
+            from asyncray._private.serialization import dumps_exception
+            from asyncray.exceptions import ActorDiedError
+
+            restarts = f" after {rec.num_restarts} restart(s)" if rec.num_restarts else ""
+            self._set_dead(rec, dumps_exception(ActorDiedError(
+                f"The actor {rec.spec.get('class_name')} ({rec.actor_id.hex()}) died{restarts}: {why}")))
+
+    def _set_dead(self, rec: ActorRecord, error: bytes | None) -> None:
+        self.actors.dead(rec, error)
+        self._publish(rec)
+
+    def on_kill_actor(self, msg: p.KillActor, peer: Peer) -> None:
+        rec = self.actors.actors.get(msg.actor_id)
+        if rec is None or rec.state == p.DEAD:
+            return
+        lease = rec.lease_id
+        if msg.no_restart or not rec.can_restart():
+            from asyncray._private.serialization import dumps_exception
+            from asyncray.exceptions import ActorDiedError
+
+            self._set_dead(rec, dumps_exception(ActorDiedError(
+                f"The actor {rec.spec.get('class_name')} ({rec.actor_id.hex()}) was killed by ray.kill().")))
+        else:
+            self._crashed(rec, "it was killed by ray.kill(no_restart=False)")
+        if lease is not None:
+            self.endpoint.send(self.node_address, p.ReturnLease(lease, True))
+        elif rec.lease_req is not None and rec.state == p.DEAD:
+            self._lease_reqs.pop(rec.lease_req, None)
+            self.endpoint.send(self.node_address, p.CancelLeaseRequest(rec.lease_req))
+
+    def on_actor_exited(self, msg: p.ActorExited, peer: Peer) -> None:
+        rec = self.actors.actors.get(msg.actor_id)
+        if rec is None or rec.state == p.DEAD:
+            return
+        from asyncray._private.serialization import dumps_exception
+        from asyncray.exceptions import ActorDiedError
+
+        self._set_dead(rec, dumps_exception(ActorDiedError(
+            f"The actor {rec.spec.get('class_name')} ({rec.actor_id.hex()}) exited: it called exit_actor().")))
+
+    def on_owner_died(self, msg: p.OwnerDied, peer: Peer) -> None:
+        for rec in self.actors.owned_by(msg.address):
+            self.on_kill_actor(p.KillActor(rec.actor_id, True), peer)
+
+    def on_subscribe_actor(self, msg: p.SubscribeActor, peer: Peer) -> None:
+        rec = self.actors.actors.get(msg.actor_id)
+        if rec is None:
+            from asyncray._private.serialization import dumps_exception
+            from asyncray.exceptions import ActorDiedError
+
+            peer.answer(p.ActorUpdate(msg.actor_id, p.DEAD, "", 0, dumps_exception(ActorDiedError(
+                f"The actor {msg.actor_id.hex()} is unknown to this cluster."))))
+            return
+        rec.subscribers.add(peer.identity)
+        peer.answer(self._update(rec))
+
+    def _update(self, rec: ActorRecord) -> p.ActorUpdate:
+        return p.ActorUpdate(rec.actor_id, rec.state, rec.address if rec.state == p.ALIVE else "", rec.incarnation,
+                             rec.error)
+
+    def _publish(self, rec: ActorRecord) -> None:
+        update = self._update(rec)
+        for identity in rec.subscribers:
+            self.endpoint.reply(identity, update)
+
+    def on_get_named_actor(self, msg: p.GetNamedActor, peer: Peer) -> None:
+        rec = self.actors.named(msg.namespace, msg.name)
+        peer.answer(p.NamedActorReply(msg.req_id, rec.info() if rec is not None else None))
+
+    def on_list_named_actors(self, msg: p.ListNamedActors, peer: Peer) -> None:
+        peer.answer(p.ListNamedActorsReply(msg.req_id, self.actors.list_named(msg.namespace)))
 
     def on_register_job(self, msg: p.RegisterJob, peer: Peer) -> None:
         job = self.tables.add_job(msg.namespace, msg.driver_address, msg.pid)

@@ -100,7 +100,8 @@ class NodeManager:
     def _start_worker(self, key: str, job_id: int | None, runtime_env: Any) -> WorkerRecord:
         wid = random_id()
         return self.pool.start(wid, key, job_id, runtime_env, {
-            "node_id": self.node_id.hex(), "node_address": self.ipc_address, "session": self.session})
+            "node_id": self.node_id.hex(), "node_address": self.ipc_address, "session": self.session,
+            "head_address": self.args.get("head_address", "")})
 
     # -- dispatch --------------------------------------------------------------------------------
     def handle(self, msg: Any, peer: Peer) -> None:
@@ -183,9 +184,11 @@ class NodeManager:
     def _grant(self, req: LeaseRequest, rec: WorkerRecord) -> None:
         lease = Lease(next(self._lease_ids), req.owner, rec, req.units)
         if req.owner not in self.clients and req.owner not in self.pool.workers:
-            # The owner vanished while we forked for it.
+            # The owner vanished while we forked for it: the resources go to the next request
+            # (dispatched soon, not here: we may be inside _dispatch's loop).
             self.scheduler.pool.release(req.units)
             self.pool.push_idle(rec)
+            self.loop.call_soon(self._dispatch)
             return
         self.leases[lease.lease_id] = lease
         rec.lease_id = lease.lease_id
@@ -205,7 +208,7 @@ class NodeManager:
         rec = lease.worker
         if msg.kill_worker or rec.worker_id not in self.pool.workers:
             rec.lease_id = None
-            self.pool.kill(rec)
+            self._kill_worker(rec)
         else:
             self.pool.push_idle(rec)
         self._dispatch()
@@ -231,12 +234,17 @@ class NodeManager:
             self.scheduler.pool.acquire(lease.lent)
             lease.lent = {}
 
+    def _kill_worker(self, rec: WorkerRecord) -> None:
+        """Kill a worker but keep its record until the template reports the exit: that event
+        announces the death (PeerDied) and frees what it owned, as for any other death."""
+        rec.dying = True
+        self.pool.kill(rec)
+
     def _reap_idle(self) -> None:
         if self.stopped.is_set():
             return
         for rec in self.pool.stale_idle(self.num_cpus, self.config["idle_worker_timeout_s"]):
-            self.pool.remove(rec.worker_id)
-            self.pool.kill(rec)
+            self._kill_worker(rec)
         self.loop.call_later(1.0, self._reap_idle)
 
     # -- clients (drivers) -----------------------------------------------------------------------
@@ -264,12 +272,14 @@ class NodeManager:
         self._dispatch()
 
     def _owner_gone(self, identity: bytes, address: str) -> None:
+        if address and self.args.get("head_address"):
+            self.endpoint.send(self.args["head_address"], p.OwnerDied(address))  # its actors go too
         self.scheduler.cancel_owner(identity)
         for lease in [ls for ls in self.leases.values() if ls.owner == identity]:
             del self.leases[lease.lease_id]
             self._release(lease)
-            self.pool.remove(lease.worker.worker_id)
-            self.pool.kill(lease.worker)
+            lease.worker.lease_id = None
+            self._kill_worker(lease.worker)
         if address:
             for obj in self.store.free_owner(address):
                 self._drop(obj, background=True)
@@ -386,6 +396,9 @@ class NodeManager:
 
         shutil.rmtree(self.spill_dir, ignore_errors=True)
         if final:
+            # Our driver is gone (killed, or it never shut down): nobody else will remove the
+            # session directory it made.
+            shutil.rmtree(self.session_dir, ignore_errors=True)
             self.stopped.set()
 
 

@@ -39,6 +39,7 @@ class WorkerRecord:
     lease_id: int | None = None
     blocked: bool = False
     idle_since: float = 0.0
+    dying: bool = False  # killed; its record goes when the exit is reported
 
 
 class WorkerPool:
@@ -114,7 +115,7 @@ class WorkerPool:
             q = self.idle.get(k)
             while q:
                 rec = self.workers.get(q.pop())
-                if rec is not None and rec.lease_id is None and rec.registered:
+                if rec is not None and rec.lease_id is None and rec.registered and not rec.dying:
                     rec.key = key
                     return rec
         return None
@@ -140,7 +141,8 @@ class WorkerPool:
 
     def stale_idle(self, keep: int, timeout: float) -> list[WorkerRecord]:
         now = time.monotonic()
-        idle = [self.workers[w] for q in self.idle.values() for w in q if w in self.workers]
+        idle = [self.workers[w] for q in self.idle.values() for w in q
+                if w in self.workers and not self.workers[w].dying]
         idle.sort(key=lambda r: r.idle_since)
         excess = len(idle) - keep
         return [r for r in idle[: max(excess, 0)] if now - r.idle_since > timeout]

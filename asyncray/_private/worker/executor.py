@@ -5,22 +5,46 @@ pickled becomes the task's error (a RayTaskError that is also a TypeError), neve
 """
 from __future__ import annotations
 
+import contextvars
 import inspect
+import threading
 import io
 import os
 import signal
 import pickle
 import sys
-import threading
 from typing import Any
 
 from asyncray._private import ids, protocol as p, serialization
 from asyncray._private.core.submitter import _Dep
 
 
-class TaskContext(threading.local):
-    task_id: bytes | None = None
-    task_name: str = ""
+class TaskContext:
+    """What runs here now. Context variables, so threaded actors' threads and async actors'
+    interleaved calls each see their own task."""
+
+    actor: Any = None  # the ActorHost, in an actor's process
+
+    def __init__(self) -> None:
+        self._task = contextvars.ContextVar("asyncray_task", default=(None, ""))
+
+    @property
+    def task_id(self) -> bytes | None:
+        return self._task.get()[0]
+
+    @property
+    def task_name(self) -> str:
+        return self._task.get()[1]
+
+    @task_name.setter
+    def task_name(self, name: str) -> None:
+        self._task.set((self.task_id, name))
+
+    def enter(self, task_id: bytes, name: str) -> Any:
+        return self._task.set((task_id, name))
+
+    def leave(self, token: Any) -> None:
+        self._task.reset(token)
 
 
 context = TaskContext()
@@ -50,7 +74,7 @@ class _Forward(io.TextIOBase):
 
 
 class Executor:
-    def __init__(self, rt: Any) -> None:
+    def __init__(self, rt: Any, queue: Any) -> None:
         self.rt = rt
         self.client = rt.client
         self.functions: dict[bytes, Any] = {}
@@ -60,6 +84,13 @@ class Executor:
         self.stderr = _Forward(self, 2)
         self.blas_threads = None if rt.blas_user_set else 1  # None: the user's choice, left alone
         self.current: bytes | None = None  # the task running now
+        self.actor: Any = None  # the ActorHost once this worker became an actor
+        self.running: dict[bytes, Any] = {}  # async actor calls in flight (asyncio tasks)
+        self.exit_requested: Any = None
+        self.retired = False  # reached max_calls: waiting for the node to end us
+        self.blocked = False  # the running task waits in get/wait
+        self._block_lock = threading.Lock()
+        self.queue = queue  # the main thread takes tasks and sync actor calls from here
         self.cancelled: set[bytes] = set()  # cancelled before or while running
         signal.signal(signal.SIGINT, self._on_sigint)
 
@@ -91,17 +122,30 @@ class Executor:
     def serve(self, tasks: Any) -> None:
         while True:
             item = tasks.get()
+            if self.exit_requested is not None:
+                self.exit_requested()
             if item is None:
                 return
             msg, peer = item
+            kind = type(msg)
+            if kind is p.PushActorTask:
+                self.actor.run_sync(msg, peer)
+                continue
+            if kind is p.StartActor:
+                self.start_actor(msg, peer)
+                continue
             self._peer = peer
-            exiting = False
+            if self.retired:
+                self.rt.endpoint.call_threadsafe(peer.answer, p.TaskNotRun(msg.task_id))
+                continue
             try:
                 reply = self.execute(msg)
                 if msg.max_calls:
                     n = self.calls[msg.fn_id] = self.calls.get(msg.fn_id, 0) + 1
-                    exiting = n >= msg.max_calls
-                    reply = reply._replace(worker_exiting=exiting)
+                    # The owner ends this worker through the node when it reads the reply; we
+                    # must not exit first (the reply could die with us) nor run anything more.
+                    self.retired = n >= msg.max_calls
+                    reply = reply._replace(worker_exiting=self.retired)
             except BaseException as e:  # a bug of ours: still answer, never hang the caller
                 from asyncray.exceptions import RaySystemError
 
@@ -109,16 +153,78 @@ class Executor:
                 reply = p.TaskReply(msg.task_id, [[p.ERROR, serialization.dumps_exception(err)]] * max(msg.num_returns, 1),
                                     False, False, [])
             self.rt.endpoint.call_threadsafe(peer.answer, reply)
-            if exiting:
-                self.rt.loop_thread.call(self.rt.endpoint.flush)
-                os._exit(0)
 
-    def _join_job(self, msg: p.PushTask) -> None:
-        """First task of a job in this worker: take the job's namespace and import path."""
-        self.client.set_job(msg.job_id)
-        if not msg.driver_address:
+    # -- actors ---------------------------------------------------------------------------------
+    def start_actor(self, msg: p.StartActor, peer: Any) -> None:
+        """This worker becomes the actor: construct it, then serve its calls (for an async
+        actor, on an event loop in this thread, forever)."""
+        from asyncray._private.worker.actor_host import ActorHost
+
+        host = ActorHost(self, msg, peer)
+        self.actor = context.actor = host
+        if not host.start(msg):
+            self.rt.loop_thread.call(self.rt.endpoint.flush)
+            os._exit(1)
+        if host.is_async:
+            host.serve_async()
+
+    def on_actor_call(self, msg: p.PushActorTask, peer: Any) -> None:
+        """Runtime thread: a method call arrived."""
+        self.actor.dispatch(msg, peer, self.queue)
+
+    def on_push(self, msg: p.PushTask, peer: Any) -> None:
+        """Runtime thread: a task arrived. While the running task is blocked in get, it goes
+        straight back to its owner (it may be what the running task waits for)."""
+        with self._block_lock:
+            if not self.blocked:
+                self.queue.put((msg, peer))
+                return
+        peer.answer(p.TaskNotRun(msg.task_id))
+
+    def set_blocked(self, blocked: bool) -> None:
+        """Main thread: the running task blocks in get/wait (or is back from it)."""
+        if self.actor is not None:
             return
-        info = self.client.call(msg.driver_address, lambda rid: p.GetJobInfo(rid), timeout=30)
+        with self._block_lock:
+            self.blocked = blocked
+            if blocked:
+                self.give_back_queued()
+
+    def give_back_queued(self) -> None:
+        """Tasks queued behind the running one could be what it waits for: they go back to
+        their owners to run elsewhere (pipelining must never deadlock a task that waits on a
+        sibling)."""
+        self._answer_queued(p.PushTask, lambda msg: p.TaskNotRun(msg.task_id))
+
+    def fail_queued(self, make_reply: Any) -> None:
+        """exit_actor(): the calls queued behind the exiting one fail too."""
+        self._answer_queued(p.PushActorTask, make_reply)
+
+    def _answer_queued(self, kind: type, make_reply: Any) -> None:
+        """Take every queued `kind` message out of the queue and answer it with make_reply(msg)."""
+        keep = []
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except Exception:
+                break
+            if item is not None and type(item[0]) is kind:
+                self.rt.endpoint.call_threadsafe(item[1].answer, make_reply(item[0]))
+            else:
+                keep.append(item)
+        for item in keep:
+            self.queue.put(item)
+
+    def wake(self) -> None:
+        self.queue.put(None)
+
+    def join_job(self, job_id: int, driver_address: str) -> None:
+        """First task of a job in this worker: take the job's namespace and import path."""
+        self.client.set_job(job_id)
+        self.client.driver_address = self.driver_address = driver_address
+        if not driver_address:
+            return
+        info = self.client.call(driver_address, lambda rid: p.GetJobInfo(rid), timeout=30)
         self.rt.namespace = info.namespace
         for entry in reversed(info.sys_path):
             if entry not in sys.path:
@@ -169,73 +275,131 @@ class Executor:
         return p.TaskReply(msg.task_id, [err] * max(msg.num_returns, 1), False, False, [])
 
     def _execute(self, msg: p.PushTask) -> p.TaskReply:
-        client = self.client
-        if msg.job_id != client.job_id or not self.driver_address:
-            self._join_job(msg)
-        client.driver_address = self.driver_address = msg.driver_address
-        n = max(msg.num_returns, 1)
-        return_ids = [ids.object_id(msg.task_id, i + 1) for i in range(n)]
-        context.task_id = msg.task_id
-        context.task_name = msg.name
+        if msg.job_id != self.client.job_id or not self.driver_address:
+            self.join_job(msg.job_id, msg.driver_address)
         if self.blas_threads is not None:
             self._limit_blas(max(1, int(msg.cpus)))
-        try:
-            fn = self._function(msg)
-            borrows: list = []  # registrations as borrower of refs inside the arguments
-            args, kwargs = client.value([p.INLINE, msg.args_blob], borrows_done=borrows)
-            if msg.deps:
-                values = [client.value(pl, borrows_done=borrows) for pl in msg.deps]
-                args = [values[a.index] if type(a) is _Dep else a for a in args]
-                kwargs = {k: values[v.index] if type(v) is _Dep else v for k, v in kwargs.items()}
-            result = fn(*args, **kwargs)
-            if msg.num_returns == p.STREAMING:
-                return self._stream(msg, result)
-            if msg.num_returns == 0:
-                values_out = [None]
-            elif msg.num_returns == 1:
-                values_out = [result]
-            else:
-                values_out = _split(result, msg.num_returns, msg.name)
-            returns, nested = [], []
-            try:
-                for rid, v in zip(return_ids, values_out):
-                    payload, inner = self._store(rid, v, msg.owner_address)
-                    returns.append(payload)
-                    nested.append(inner)
-            except BaseException:
-                self._discard(return_ids, returns)
-                raise
-            _confirm(borrows)
-            return p.TaskReply(msg.task_id, returns, False, False, nested if any(nested) else [])
-        except Exception as e:
-            payload = [p.ERROR, serialization.dumps_exception(_task_error(msg.name, e))]
-            return p.TaskReply(msg.task_id, [payload] * n, True, False, [])
-        finally:
-            context.task_id = None
-            for s in (self.stdout, self.stderr):
-                if s._buf:
-                    lines, s._buf = [s._buf], ""
-                    self.forward_lines(lines)
+        return self._run(msg, msg.name, lambda: self._function(msg), self._peer)
 
-    def _stream(self, msg: p.PushTask, result: Any) -> p.TaskReply:
+    # -- one call, shared by tasks and actor methods ---------------------------------------------
+    def resolve_args(self, args_blob: bytes, deps: list, borrows: list) -> tuple[list, dict]:
+        """Arguments with top-level refs replaced by their values (registering borrows)."""
+        client = self.client
+        args, kwargs = client.value([p.INLINE, args_blob], borrows_done=borrows)
+        if deps:
+            values = [client.value(pl, borrows_done=borrows) for pl in deps]
+            args = [values[a.index] if type(a) is _Dep else a for a in args]
+            kwargs = {k: values[v.index] if type(v) is _Dep else v for k, v in kwargs.items()}
+        return args, kwargs
+
+    def _run(self, msg: Any, name: str, target: Any, peer: Any) -> p.TaskReply:
+        """Call target()(*args) and turn the outcome into the reply (sync callables)."""
+        token = context.enter(msg.task_id, name)
+        try:
+            borrows: list = []
+            fn = target()
+            args, kwargs = self.resolve_args(msg.args_blob, msg.deps, borrows)
+            result = fn(*args, **kwargs)
+            return self._returns(msg, name, result, borrows, peer)
+        except Exception as e:
+            return self._error_reply(msg, name, e, peer)
+        finally:
+            context.leave(token)
+            self._flush_output()
+
+    async def _run_async(self, msg: Any, name: str, method: Any, peer: Any) -> p.TaskReply:
+        token = context.enter(msg.task_id, name)
+        try:
+            borrows: list = []
+            args, kwargs = self.resolve_args(msg.args_blob, msg.deps, borrows)
+            result = method(*args, **kwargs)
+            if inspect.iscoroutine(result):
+                result = await result
+            if inspect.isasyncgen(result):
+                return await self._stream_async(msg, name, result, peer)
+            return self._returns(msg, name, result, borrows, peer)
+        except Exception as e:
+            return self._error_reply(msg, name, e, peer)
+        finally:
+            context.leave(token)
+            self._flush_output()
+
+    def run_call(self, msg: p.PushActorTask, method: Any, name: str, peer: Any) -> p.TaskReply:
+        return self._run(msg, name, lambda: method, peer)
+
+    async def run_call_async(self, msg: p.PushActorTask, method: Any, name: str, peer: Any) -> p.TaskReply:
+        return await self._run_async(msg, name, method, peer)
+
+    def _returns(self, msg: Any, name: str, result: Any, borrows: list, peer: Any) -> p.TaskReply:
+        if msg.num_returns == p.STREAMING:
+            return self._stream(msg, name, result, peer)
+        n = max(msg.num_returns, 1)
+        return_ids = [ids.object_id(msg.task_id, i + 1) for i in range(n)]
+        if msg.num_returns == 0:
+            values_out = [None]
+        elif msg.num_returns == 1:
+            values_out = [result]
+        else:
+            values_out = _split(result, msg.num_returns, name)
+        returns, nested = [], []
+        try:
+            for rid, v in zip(return_ids, values_out):
+                payload, inner = self._store(rid, v, msg.owner_address)
+                returns.append(payload)
+                nested.append(inner)
+        except BaseException:
+            self._discard(return_ids, returns)
+            raise
+        _confirm(borrows)
+        return p.TaskReply(msg.task_id, returns, False, False, nested if any(nested) else [])
+
+    def _error_reply(self, msg: Any, name: str, e: BaseException, peer: Any) -> p.TaskReply:
+        if msg.num_returns == p.STREAMING:
+            self._send_error_item(msg, 1, name, e, peer)
+            return p.TaskReply(msg.task_id, [[p.END, 1]], True, False, [])
+        payload = [p.ERROR, serialization.dumps_exception(_task_error(name, e))]
+        return p.TaskReply(msg.task_id, [payload] * max(msg.num_returns, 1), True, False, [])
+
+    def _flush_output(self) -> None:
+        for s in (self.stdout, self.stderr):
+            if s._buf:
+                lines, s._buf = [s._buf], ""
+                self.forward_lines(lines)
+
+    def _stream(self, msg: Any, name: str, result: Any, peer: Any) -> p.TaskReply:
         """Send each item to the owner as soon as it is yielded; an error is the last item."""
         if not inspect.isgenerator(result):
-            raise TypeError(f"Task {msg.name} has num_returns='streaming' but returned a "
+            raise TypeError(f"{name} has num_returns='streaming' but returned a "
                             f"{type(result).__name__}, not a generator.")
-        # Items travel the reply's path, so they reach the owner before the final TaskReply.
-        send = self.rt.endpoint.call_threadsafe
-        answer = self._peer.answer
         n = 0
         try:
             for item in result:
                 n += 1
-                payload, inner = self._store(ids.object_id(msg.task_id, n), item, msg.owner_address)
-                send(answer, p.GeneratorItem(msg.task_id, n, payload, inner))
+                self._send_item(msg, n, item, peer)
         except Exception as e:
             n += 1
-            payload = [p.ERROR, serialization.dumps_exception(_task_error(msg.name, e))]
-            send(answer, p.GeneratorItem(msg.task_id, n, payload, []))
+            self._send_error_item(msg, n, name, e, peer)
         return p.TaskReply(msg.task_id, [[p.END, n]], False, False, [])
+
+    async def _stream_async(self, msg: Any, name: str, result: Any, peer: Any) -> p.TaskReply:
+        n = 0
+        try:
+            async for item in result:
+                n += 1
+                self._send_item(msg, n, item, peer)
+        except Exception as e:
+            n += 1
+            self._send_error_item(msg, n, name, e, peer)
+        return p.TaskReply(msg.task_id, [[p.END, n]], False, False, [])
+
+    def _send_item(self, msg: Any, n: int, item: Any, peer: Any) -> None:
+        # Items travel the reply's path, so they reach the owner before the final TaskReply.
+        payload, inner = self._store(ids.object_id(msg.task_id, n), item, msg.owner_address)
+        self.rt.endpoint.call_threadsafe(peer.answer, p.GeneratorItem(msg.task_id, n, payload, inner))
+
+    def _send_error_item(self, msg: Any, n: int, name: str, e: BaseException, peer: Any) -> None:
+        payload = [p.ERROR, serialization.dumps_exception(_task_error(name, e))]
+        self.rt.endpoint.call_threadsafe(peer.answer, p.GeneratorItem(msg.task_id, n, payload, []))
 
     def _discard(self, return_ids: list, stored: list) -> None:
         """A later return failed to store: the task fails, so free the ones already stored."""

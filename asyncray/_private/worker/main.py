@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import queue
 import sys
+import threading
 from typing import Any
 
 from asyncray._private import process, protocol as p, runtime as runtime_mod
@@ -31,25 +32,39 @@ def run(template_args: dict, cmd: dict) -> None:
                              identity=worker_id, kind="worker")
     rt.blas_user_set = template_args.get("blas_user_set", False)
     tasks: queue.SimpleQueue = queue.SimpleQueue()
-    rt.extra_handlers[p.PushTask] = lambda msg, peer: tasks.put((msg, peer))
-    rt.extra_handlers[p.ExitWorker] = lambda msg, peer: tasks.put(None)
     address = rt.open_endpoint(f"ipc://{template_args['session_dir']}/w-{cmd['worker_id'][:16]}.sock")
     rt.node_address = cmd["node_address"]
+    rt.head_address = cmd.get("head_address", "")
     rt.node_id = bytes.fromhex(cmd["node_id"])
     rt.make_client(node_address=rt.node_address, job_id=cmd.get("job_id") or 0, address=address,
                    driver_address="", worker_id=worker_id)
+    executor = Executor(rt, tasks)
     client = rt.client
-    client.on_block = lambda: rt.loop_thread.loop.call_soon_threadsafe(
-        rt.endpoint.send, rt.node_address, p.WorkerBlocked(worker_id))
-    client.on_unblock = lambda: rt.loop_thread.loop.call_soon_threadsafe(
-        rt.endpoint.send, rt.node_address, p.WorkerUnblocked(worker_id))
+
+    def on_block() -> None:
+        if threading.current_thread() is threading.main_thread():
+            executor.set_blocked(True)
+        rt.loop.call_soon_threadsafe(rt.endpoint.send, rt.node_address, p.WorkerBlocked(worker_id))
+
+    def on_unblock() -> None:
+        if threading.current_thread() is threading.main_thread():
+            executor.set_blocked(False)
+        rt.loop.call_soon_threadsafe(rt.endpoint.send, rt.node_address, p.WorkerUnblocked(worker_id))
+
+    client.on_block = on_block
+    client.on_unblock = on_unblock
+    # Every handler is in place before the node learns we exist: a message that found no
+    # handler would be lost.
+    rt.add_handler(p.PushTask, executor.on_push)
+    rt.add_handler(p.ExitWorker, lambda msg, peer: tasks.put(None))
+    rt.add_handler(p.CancelTask, executor.on_cancel)
+    rt.add_handler(p.StartActor, lambda msg, peer: tasks.put((msg, peer)))
+    rt.add_handler(p.PushActorTask, executor.on_actor_call)
     rt.loop.call_soon_threadsafe(rt.loop.add_reader, template_args["liveness_fd"], os._exit, 1)
     runtime_mod.set_current(rt)
-    rt.loop_thread.call(rt.endpoint.send, rt.node_address, p.RegisterWorker(worker_id, os.getpid(), address))
-    executor = Executor(rt)
-    rt.add_handler(p.CancelTask, executor.on_cancel)
     sys.stdout = executor.stdout
     sys.stderr = executor.stderr
+    rt.loop_thread.call(rt.endpoint.send, rt.node_address, p.RegisterWorker(worker_id, os.getpid(), address))
     executor.serve(tasks)
 
 
