@@ -308,23 +308,35 @@ class CoreClient:
     def _when_ready(self, ref: Any, cb: Callable[[list], None]) -> None:
         """Call cb(payload) once the object is available (maybe now, in this thread)."""
         oid = ref._id
+        fetch = False
         with self.lock:
             entry = self.objects.get(oid)
-            if entry is None:
-                entry = self.objects[oid] = Entry(owned=False)
-            payload = entry.payload
-            if payload is PENDING:
-                if entry.callbacks is None:
-                    entry.callbacks = [cb]
-                else:
-                    entry.callbacks.append(cb)
-                fetch = not entry.owned and oid not in self._fetching
+            if entry is None and ref._owner == self.address:
+                # Ours, and already freed (a ref pickled outside the runtime and loaded back).
+                from asyncray.exceptions import ObjectFreedError
+
+                payload: list | None = self._error_payload(ObjectFreedError(oid.hex()))
             else:
-                fetch = False
+                if entry is None:
+                    entry = self.objects[oid] = Entry(owned=False)
+                payload = entry.payload
+                if payload is PENDING:
+                    if entry.callbacks is None:
+                        entry.callbacks = [cb]
+                    else:
+                        entry.callbacks.append(cb)
+                    fetch = not entry.owned and oid not in self._fetching
         if payload is not PENDING:
             cb(payload)
         elif fetch:
             self.endpoint.call_threadsafe(self._fetch, oid, ref._owner)
+
+    def _start_fetch(self, ref: Any) -> None:
+        with self.lock:
+            if ref._id in self.objects or ref._id in self._fetching:
+                return
+            self.objects[ref._id] = Entry(owned=False)
+        self.endpoint.call_threadsafe(self._fetch, ref._id, ref._owner)
 
     def _fetch(self, oid: bytes, owner: str) -> None:
         """Loop thread: ask a ref's owner for the value (we are a borrower)."""
@@ -436,8 +448,9 @@ class CoreClient:
                         done.set()
             return cb
 
-        for i in missing:
-            self._when_ready(refs[i], make_cb(i))
+        watched = [(refs[i], make_cb(i)) for i in missing]
+        for ref, cb in watched:
+            self._when_ready(ref, cb)
         if not done.is_set():
             blocked = self.on_block is not None
             if blocked:
@@ -452,7 +465,20 @@ class CoreClient:
             finally:
                 if blocked:
                     self.on_unblock()
+                if not done.is_set():  # timed out or interrupted: leave no callback behind
+                    self._unwatch(watched)
         return out  # type: ignore[return-value]
+
+    def _unwatch(self, watched: list) -> None:
+        """Remove callbacks that have not fired (a get or wait that gave up)."""
+        with self.lock:
+            for ref, cb in watched:
+                entry = self.objects.get(ref._id)
+                if entry is not None and entry.callbacks:
+                    try:
+                        entry.callbacks.remove(cb)
+                    except ValueError:
+                        pass
 
     def value(self, payload: list, hold: Any = None, borrows_done: list | None = None) -> Any:
         """Rebuild a value. Refs inside it that we did not have make us a borrower: the
@@ -599,19 +625,23 @@ class CoreClient:
         for ref in refs:
             if self.ready_now(ref):
                 ready_ids.add(ref._id)
-        if len(ready_ids) < num_returns:
-            for ref in refs:
-                if ref._id not in ready_ids:
-                    self._when_ready(ref, make_cb(ref))
-            if len(ready_ids) < num_returns and timeout != 0:
-                blocked = self.on_block is not None
+        if len(ready_ids) < num_returns and timeout == 0:
+            for ref in refs:  # a poll registers nothing; it only starts fetching borrowed refs
+                if ref._id not in ready_ids and ref._owner != self.address:
+                    self._start_fetch(ref)
+        elif len(ready_ids) < num_returns:
+            watched = [(ref, make_cb(ref)) for ref in refs if ref._id not in ready_ids]
+            for ref, cb in watched:
+                self._when_ready(ref, cb)
+            blocked = self.on_block is not None and len(ready_ids) < num_returns
+            if blocked:
+                self.on_block()
+            try:
+                done.wait(timeout)
+            finally:
                 if blocked:
-                    self.on_block()
-                try:
-                    done.wait(timeout)
-                finally:
-                    if blocked:
-                        self.on_unblock()
+                    self.on_unblock()
+                self._unwatch(watched)
         with lock:
             snapshot = set(ready_ids)
         ready, not_ready = [], []

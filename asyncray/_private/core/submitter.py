@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable
 
 from asyncray._private import ids, protocol as p, serialization
-from asyncray._private.core.common import PENDING, Entry, IdRef, call_in, oid_of_segment, peer_error, retryable
+from asyncray._private.core.common import Entry, IdRef, call_in, oid_of_segment, peer_error, retryable
 from asyncray._private.core.leases import Lease, ShapeQueue
 from asyncray._private.transport.sockets import Peer
 
@@ -63,6 +63,7 @@ class TaskSubmitter:
         self.children: list[bytes] | None = None
         # Streaming generator tasks we own: task id -> ids of items we hold a ref on for the consumer.
         self._streams: dict[bytes, set[bytes]] = {}
+        self._stream_seen: dict[bytes, int] = {}  # highest item index delivered, per stream
 
     def submit_task(self, fn: FunctionDescriptor, args: tuple, kwargs: dict, *, num_returns: int,
                     shape: dict[str, float], runtime_env: Any, max_retries: int, retry_exceptions: Any,
@@ -311,8 +312,7 @@ class TaskSubmitter:
         """Every result of `spec` becomes `payload` (an error); a stream gets it as its next item."""
         self._specs.pop(spec.task_id, None)
         if spec.num_returns == p.STREAMING:
-            held = self._streams.get(spec.task_id)
-            n = 1 + max((int.from_bytes(o[-4:], "big") for o in held), default=0) if held is not None else 1
+            n = self._stream_seen.get(spec.task_id, 0) + 1  # after the last item delivered
             self._stream_item(spec.task_id, n, payload)
             self._end_stream(spec.task_id, n)
         else:
@@ -328,14 +328,14 @@ class TaskSubmitter:
     def _stream_item(self, task_id: bytes, index: int, payload: list) -> None:
         held = self._streams.get(task_id)
         oid = ids.object_id(task_id, index)
-        if held is None:  # the consumer is gone
+        if held is None or index <= self._stream_seen.get(task_id, 0):
+            # The consumer is gone, or a retried task yields again what we already delivered.
             if payload[0] == p.SHM:
                 self.endpoint.send(self.client.node_address, p.FreeObjects([oid]))
             return
+        self._stream_seen[task_id] = index
         with self.lock:
             entry = self.objects.get(oid)
-            if entry is not None and entry.payload is not PENDING:
-                return  # a retried task yields again what we already have
             if oid not in held:
                 held.add(oid)
                 self.client.refcounts[oid] = self.client.refcounts.get(oid, 0) + 1
@@ -378,6 +378,7 @@ class TaskSubmitter:
             return
         if oid is None:
             del self._streams[task_id]
+            self._stream_seen.pop(task_id, None)
             drop = list(held)
         elif oid in held:
             held.discard(oid)
