@@ -340,3 +340,49 @@ def test_detached_actor_outlives_its_creator_task():
     d = ray.get_actor("detached-one")
     assert ray.get(d.get.remote()) == 42
     ray.kill(d)
+
+
+def test_cancel_actor_calls(tmp_path):
+    @ray.remote
+    class Busy:
+        def block(self, marker):
+            open(marker, "w").close()
+            while True:  # pure Python: the async exception lands at the next bytecode
+                time.sleep(0.01)
+
+        def ping(self):
+            return "pong"
+
+    @ray.remote
+    class AsyncBusy:
+        async def block(self):
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                raise
+
+        async def ping(self):
+            return "pong"
+
+    from helpers import wait_for_file
+
+    b = Busy.remote()
+    marker = str(tmp_path / "running")
+    running = b.block.remote(marker)
+    queued = b.ping.remote()
+    wait_for_file(marker)
+    ray.cancel(queued)  # queued behind the running call: never runs
+    with pytest.raises(exc.TaskCancelledError):
+        ray.get(queued, timeout=30)
+    ray.cancel(running)  # beyond Ray: a running sync call is interrupted
+    with pytest.raises(exc.TaskCancelledError):
+        ray.get(running, timeout=30)
+    assert ray.get(b.ping.remote(), timeout=30) == "pong"  # the actor is still usable
+
+    a = AsyncBusy.remote()
+    ref = a.block.remote()
+    assert ray.get(a.ping.remote()) == "pong"  # block is running (awaiting)
+    ray.cancel(ref)
+    with pytest.raises(exc.TaskCancelledError):
+        ray.get(ref, timeout=30)
+    assert ray.get(a.ping.remote()) == "pong"

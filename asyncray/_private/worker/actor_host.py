@@ -43,6 +43,8 @@ class ActorHost:
         self.method_groups: dict[str, str | None] = {
             name: meta.get("concurrency_group") for name, meta in msg.spec.get("methods", {}).items()}
         self.pools: dict[str | None, concurrent.futures.ThreadPoolExecutor] = {}
+        self.threads: dict[bytes, int] = {}  # running sync call -> its thread, for cancel
+        self.answered: set[bytes] = set()  # cancelled before they ran: skip them
         self.semaphores: dict[str | None, asyncio.Semaphore] = {}
         # Created now, run later by serve_async: calls may arrive right after ActorStarted.
         self.loop: asyncio.AbstractEventLoop | None = asyncio.new_event_loop() if self.is_async else None
@@ -98,11 +100,49 @@ class ActorHost:
     def run_sync(self, msg: p.PushActorTask, peer: Any) -> None:
         if self.exiting:
             return self._reply(peer, self._died_reply(msg))
+        if msg.task_id in self.answered:  # cancelled while queued: already answered, never runs
+            self.answered.discard(msg.task_id)
+            return
+        self.threads[msg.task_id] = threading.get_ident()
         try:
             reply = self.ex.run_call(msg, self._method(msg), self._name(msg), peer)
         except ActorExit:
             return self._exit(msg, peer)
+        except KeyboardInterrupt:  # ray.cancel reached the running call
+            reply = self._cancelled_reply(msg.task_id, msg.num_returns)
+        finally:
+            self.threads.pop(msg.task_id, None)
+            self.ex.cancelled.discard(msg.task_id)
         self._reply(peer, reply)
+
+    def cancel(self, msg: p.CancelTask, peer: Any) -> None:
+        """Runtime thread: cancel a call. A queued one is answered now (TaskCancelledError) and
+        skipped when its turn comes, so the caller's next call is not delayed by it. A running
+        one is interrupted (beyond Ray for sync and threaded actors): an async call gets
+        CancelledError at its current await; a sync or threaded call gets KeyboardInterrupt
+        raised in its thread, which lands at the next Python bytecode (a call blocked inside C
+        code is interrupted when it returns to Python)."""
+        task_id = msg.task_id
+        self.ex.cancelled.discard(task_id)
+        task = self.ex.running.get(task_id)
+        if task is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(task.cancel)
+            return
+        ident = self.threads.get(task_id)
+        if ident is not None:
+            import ctypes
+
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt))
+            return
+        self.answered.add(task_id)
+        peer.answer(self._cancelled_reply(task_id, 1))
+
+    @staticmethod
+    def _cancelled_reply(task_id: bytes, num_returns: int) -> p.TaskReply:
+        from asyncray.exceptions import TaskCancelledError
+
+        payload = [p.ERROR, serialization.dumps_exception(TaskCancelledError(task_id.hex()))]
+        return p.TaskReply(task_id, [payload] * max(num_returns, 1), False, False, [])
 
     def _name(self, msg: p.PushActorTask) -> str:
         return f"{self.spec.get('class_name')}.{msg.method}"
@@ -127,16 +167,19 @@ class ActorHost:
 
     async def _run_async(self, msg: p.PushActorTask, peer: Any) -> None:
         sem = self.semaphores.get(self._group(msg)) or self.semaphores[None]
+        if msg.task_id in self.answered:
+            self.answered.discard(msg.task_id)
+            return
         try:
-            async with sem:
+            async with sem:  # a cancel may land here too, while the call waits for its turn
                 if self.exiting:
                     return self._reply(peer, self._died_reply(msg))
-                method = self._method(msg)
-                try:
-                    reply = await self.ex.run_call_async(msg, method, self._name(msg), peer)
-                except ActorExit:
-                    return self._exit(msg, peer)
-                self._reply(peer, reply)
+                reply = await self.ex.run_call_async(msg, self._method(msg), self._name(msg), peer)
+            self._reply(peer, reply)
+        except ActorExit:
+            self._exit(msg, peer)
+        except asyncio.CancelledError:  # ray.cancel: the call saw CancelledError inside
+            self._reply(peer, self._cancelled_reply(msg.task_id, msg.num_returns))
         finally:
             self.ex.running.pop(msg.task_id, None)
 

@@ -98,6 +98,9 @@ class Executor:
     def on_cancel(self, msg: p.CancelTask, peer: Any) -> None:
         """A queued task is skipped when its turn comes; a running one is interrupted."""
         self.cancelled.add(msg.task_id)
+        if self.actor is not None:
+            self.actor.cancel(msg, peer)
+            return
         if msg.task_id != self.current:
             return
         if msg.recursive:
