@@ -4,6 +4,7 @@ Argument errors name what was wrong and what to do, with Ray's exception types.
 """
 from __future__ import annotations
 
+import asyncio
 import atexit
 import inspect
 import logging
@@ -164,9 +165,35 @@ def _check_timeout(timeout: Any) -> None:
         raise ValueError(f"'timeout' must be a non-negative number or None, got {timeout!r}.")
 
 
+_warned_blocking_get = False
+
+
+def _warn_if_blocking_a_loop() -> None:
+    """A blocking get inside an async actor works (the runtime has its own thread) but stalls
+    every other call on the actor's loop: say so once, as Ray does."""
+    global _warned_blocking_get
+    if _warned_blocking_get:
+        return
+    from asyncray._private.worker.executor import context
+
+    actor = context.actor
+    if actor is None or not actor.is_async:
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    _warned_blocking_get = True
+    import warnings
+
+    warnings.warn("Using blocking ray.get inside an async actor method blocks its event loop: every other "
+                  "call waits. Use `await ref` (or `await asyncray.get_async(refs)`) instead.", stacklevel=3)
+
+
 def get(object_refs: Any, *, timeout: float | None = None) -> Any:
     refs, single = _check_refs(object_refs, "get")
     _check_timeout(timeout)
+    _warn_if_blocking_a_loop()
     values = _client().get(refs, timeout)
     return values[0] if single else values
 

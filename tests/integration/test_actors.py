@@ -386,3 +386,23 @@ def test_cancel_actor_calls(tmp_path):
     with pytest.raises(exc.TaskCancelledError):
         ray.get(ref, timeout=30)
     assert ray.get(a.ping.remote()) == "pong"
+
+
+def test_blocking_get_inside_async_actor_works_and_warns():
+    @ray.remote
+    def seven():
+        return 7
+
+    @ray.remote
+    class Mixed:
+        async def blocking(self):
+            import warnings
+
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                value = ray.get(seven.remote())
+            return value, [str(w.message) for w in caught]
+
+    value, warned = ray.get(Mixed.remote().blocking.remote(), timeout=60)
+    assert value == 7
+    assert any("await ref" in w for w in warned)
