@@ -296,3 +296,34 @@ def test_dispatch_drains_everything_that_fits(n_shapes):
         key = LeaseScheduler.shape_key(s)
         ids = [r.req_id for r in granted if r.key == key]
         assert ids == sorted(ids)
+
+
+def test_fork_commands_never_block_the_node_manager(tmp_path):
+    """1,000 fork commands at once overflow a pipe; writing them must not block the loop
+    (the template writes its events to us meanwhile: two blocked writers deadlock)."""
+    import asyncio
+    import os
+
+    from asyncray._private.node.worker_pool import WorkerPool
+
+    loop = asyncio.new_event_loop()
+    pool = WorkerPool.__new__(WorkerPool)
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    pool._loop, pool._cmd_w, pool._cmd_buf, pool._writer_armed = loop, w, bytearray(), False
+    pool.workers = {}
+    try:
+        for i in range(1000):  # ~300 KB of commands, far beyond a 64 KiB pipe
+            pool.start(os.urandom(28), "k", None, None, {"pad": "x" * 200})
+        assert pool._cmd_buf and pool._writer_armed  # the rest waits for the pipe, not us
+        received = b""
+        while pool._cmd_buf or not received.endswith(b"\n") or received.count(b"\n") < 1000:
+            received += os.read(r, 1 << 20)
+            loop.run_until_complete(asyncio.sleep(0))
+        assert received.count(b"\n") == 1000
+    finally:
+        if pool._writer_armed:
+            loop.remove_writer(w)
+        os.close(r)
+        os.close(w)
+        loop.close()

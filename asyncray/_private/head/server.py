@@ -52,6 +52,8 @@ class HeadServer:
             p.LeaseFailed: self.on_lease_failed,
             p.LeaseWorkerDied: self.on_lease_worker_died,
             p.RegisterClientReply: lambda msg, peer: None,
+            # Actor deaths reach us as LeaseWorkerDied; the node's death notices are not ours.
+            p.PeerDied: lambda msg, peer: None,
         }
         self.actors = ActorTable()
         self._lease_reqs: dict[int, bytes] = {}  # lease request id -> actor id

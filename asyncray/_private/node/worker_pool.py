@@ -71,6 +71,9 @@ class WorkerPool:
         )
         os.close(cmd_r)
         os.close(event_w)
+        os.set_blocking(self._cmd_w, False)
+        self._cmd_buf = bytearray()
+        self._writer_armed = False
         self._event_buf = b""
         loop.add_reader(self._event_r, self._read_events)
 
@@ -81,8 +84,30 @@ class WorkerPool:
         rec = WorkerRecord(worker_id, key)
         self.workers[worker_id] = rec
         cmd = {"worker_id": worker_id.hex(), "job_id": job_id, "runtime_env": runtime_env, **extra}
-        os.write(self._cmd_w, json.dumps(cmd).encode() + b"\n")
+        self._cmd_buf += json.dumps(cmd).encode() + b"\n"
+        self._write_cmds()
         return rec
+
+    def _write_cmds(self) -> None:
+        """Write queued fork commands without ever blocking the loop: the template writes its
+        events to us while we write commands to it, and two full pipes written by blocked
+        writers would deadlock (1,000 actors at once fill both)."""
+        try:
+            while self._cmd_buf:
+                n = os.write(self._cmd_w, self._cmd_buf)
+                del self._cmd_buf[:n]
+        except BlockingIOError:
+            pass
+        except OSError:  # the template is gone; its exit is reported through the event pipe
+            self._cmd_buf.clear()
+        if self._cmd_buf and not self._writer_armed:
+            self._writer_armed = True
+            self._loop.add_writer(self._cmd_w, self._drain_cmds)
+
+    def _drain_cmds(self) -> None:
+        self._writer_armed = False
+        self._loop.remove_writer(self._cmd_w)
+        self._write_cmds()
 
     def _read_events(self) -> None:
         try:
@@ -152,6 +177,8 @@ class WorkerPool:
             self.kill(rec)
         try:
             self._loop.remove_reader(self._event_r)
+            if self._writer_armed:
+                self._loop.remove_writer(self._cmd_w)
         except Exception:
             pass
         for fd in (self._cmd_w, self._event_r):
