@@ -26,6 +26,8 @@ class Config:
     idle_worker_timeout_s: float = 10.0
     # Deadline for a child process to report ready at start-up (s).
     startup_timeout_s: float = 20.0
+    # An async actor's loop blocked longer than this by one call is reported (0: off).
+    blocked_loop_report_s: float = 0.5
     # Deadline for a head to answer a driver joining it (s).
     connect_timeout_s: float = 10.0
     # SIGTERM -> SIGKILL grace when stopping a process (s).

@@ -406,3 +406,40 @@ def test_blocking_get_inside_async_actor_works_and_warns():
     value, warned = ray.get(Mixed.remote().blocking.remote(), timeout=60)
     assert value == 7
     assert any("await ref" in w for w in warned)
+
+
+def test_concurrency_groups_keep_a_health_check_free(tmp_path):
+    gate = str(tmp_path / "gate")
+
+    @ray.remote(concurrency_groups={"io": 2, "health": 1})
+    class Threaded:
+        @ray.method(concurrency_group="io")
+        def busy(self, path):
+            from helpers import wait_for_file
+
+            wait_for_file(path)
+            return "busy done"
+
+        @ray.method(concurrency_group="health")
+        def health(self):
+            return "ok"
+
+    @ray.remote(concurrency_groups={"io": 2, "health": 1})
+    class Async:
+        @ray.method(concurrency_group="io")
+        async def busy(self, path):
+            while not os.path.exists(path):
+                await asyncio.sleep(0.005)
+            return "busy done"
+
+        @ray.method(concurrency_group="health")
+        async def health(self):
+            return "ok"
+
+    for cls in (Threaded, Async):
+        a = cls.remote()
+        busy = [a.busy.remote(gate) for _ in range(4)]  # fills "io" (2) and queues 2 more
+        assert ray.get(a.health.remote(), timeout=30) == "ok"  # never waits behind busy work
+        open(gate, "w").close()
+        assert ray.get(busy, timeout=30) == ["busy done"] * 4
+        os.unlink(gate)

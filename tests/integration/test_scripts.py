@@ -152,3 +152,24 @@ def test_workers_die_with_their_node_manager():
             ray.get(slow.remote(), timeout=10)
     finally:
         ray.shutdown()
+
+
+def test_sync_method_blocking_an_async_actor_is_reported_by_name():
+    out = run_script("""
+        import asyncio, time
+        ray.init(num_cpus=1)
+        @ray.remote
+        class Service:
+            async def fast(self):
+                return 1
+            def block_the_loop(self):
+                time.sleep(1.5)
+                return 2
+        s = Service.remote()
+        ray.get(s.fast.remote())
+        print(ray.get(s.block_the_loop.remote()))  # the report is sent 1 s before this reply
+        ray.shutdown()
+    """)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout + out.stderr
+    assert "block_the_loop" in text and "blocked the event loop" in text, text

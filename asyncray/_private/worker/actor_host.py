@@ -156,6 +156,9 @@ class ActorHost:
     def serve_async(self) -> None:
         assert self.loop is not None
         asyncio.set_event_loop(self.loop)
+        threshold = self.rt.config.blocked_loop_report_s
+        if threshold > 0:
+            LoopWatch(self.loop, threshold, self.spec.get("class_name", "actor"), self.ex).start()
         self.semaphores[None] = asyncio.Semaphore(self.max_concurrency)
         for group, size in self.groups.items():
             self.semaphores[group] = asyncio.Semaphore(size)
@@ -214,6 +217,55 @@ class ActorHost:
         else:  # a pool thread: the main thread waits in its queue; wake it to exit
             self.ex.exit_requested = finish
             self.ex.wake()
+
+
+class LoopWatch(threading.Thread):
+    """Beyond Ray: report, by name, a method that blocks an async actor's event loop (Ray
+    freezes silently). While calls are in flight it posts a heartbeat to the loop every
+    `threshold` seconds; a heartbeat not run in time means the loop is stuck in one call, whose
+    innermost user frame is logged once per episode. Idle actors are not watched (no CPU)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, threshold: float, class_name: str, ex: Any) -> None:
+        super().__init__(name="asyncray-loop-watch", daemon=True)
+        self.loop, self.threshold, self.class_name, self.ex = loop, threshold, class_name, ex
+        self.loop_thread = threading.main_thread().ident
+
+    def run(self) -> None:
+        import logging
+        import sys
+        import time
+
+        log = logging.getLogger("asyncray.actor")
+        while True:
+            if not self.ex.running:
+                time.sleep(self.threshold)  # nothing in flight: nothing can block the loop
+                continue
+            beat = threading.Event()
+            try:
+                self.loop.call_soon_threadsafe(beat.set)
+            except RuntimeError:
+                return
+            if beat.wait(self.threshold):
+                time.sleep(self.threshold / 2)
+                continue
+            frame = sys._current_frames().get(self.loop_thread)
+            where = _user_frame(frame)
+            log.warning("actor %s: %s has blocked the event loop for more than %.2f s; every other call waits. "
+                        "Make it `async def` and await instead of blocking, or move the blocking work to a "
+                        "thread (await asyncio.to_thread(...)).", self.class_name, where, self.threshold)
+            beat.wait()  # one report per blocking episode
+
+
+def _user_frame(frame: Any) -> str:
+    """The innermost frame outside asyncio and the runtime: the method that blocks."""
+    found = "a method"
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if "/asyncio/" not in name and "/asyncray/_private/" not in name and "threading.py" not in name:
+            found = f"{frame.f_code.co_name} ({os.path.basename(name)}:{frame.f_lineno})"
+            break
+        frame = frame.f_back
+    return found
 
 
 def exit_actor() -> None:
