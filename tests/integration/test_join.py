@@ -80,3 +80,34 @@ def test_joining_rejects_resource_arguments():
     with pytest.raises(ValueError, match="num_cpus"):
         ray.init(address="127.0.0.1:9", num_cpus=2)
     assert not ray.is_initialized()
+
+
+CREATOR = textwrap.dedent("""
+    import sys
+    import asyncray as ray
+    ray.init(address=sys.argv[1], namespace="shared")
+    @ray.remote
+    class Keeper:
+        def __init__(self, v):
+            self.v = v
+        def get(self):
+            return self.v
+    keep = Keeper.options(name="keeper", lifetime="detached").remote(41)
+    owned = Keeper.options(name="owned-by-driver-2").remote(1)
+    print(ray.get(keep.get.remote()) + ray.get(owned.get.remote()))
+    ray.shutdown()
+""")
+
+
+def test_detached_actor_outlives_the_driver_that_made_it(first_driver):
+    out = subprocess.run([sys.executable, "-c", CREATOR, first_driver.address_info["address"]],
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO), timeout=60)
+    assert out.stdout.strip() == "42", out.stderr
+    keeper = ray.get_actor("keeper", namespace="shared")
+    assert ray.get(keeper.get.remote()) == 41
+    # The non-detached one went with its owner, the second driver.
+    from helpers import poll
+
+    poll(lambda: "owned-by-driver-2" not in [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)],
+         "the second driver's own actor to die with it")
+    ray.kill(keeper)
