@@ -136,6 +136,9 @@ class ActorHandle:
         self._pending_lock = threading.Lock()
         self._name = name
         self._namespace = namespace
+        from asyncray._private.runtime import current
+
+        self._runtime = current()  # the cluster connection this handle was made in
 
     @classmethod
     def _from_info(cls, info: dict, client: Any) -> "ActorHandle":
@@ -146,8 +149,10 @@ class ActorHandle:
     def __getattr__(self, name: str) -> "ActorMethod":
         methods = self.__dict__.get("_methods")
         if methods is None or name not in methods:
+            if name.startswith("__"):
+                raise AttributeError(name)
             raise AttributeError(f"'{self.__dict__.get('_class_name', 'ActorHandle')}' actor has no method "
-                                 f"'{name}'")
+                                 f"'{name}'; its methods are: {', '.join(sorted(methods or ())) or 'none'}.")
         return ActorMethod(self, name, methods[name])
 
     def __repr__(self) -> str:
@@ -207,9 +212,13 @@ class ActorMethod:
         return ActorMethod(self._handle, self._name, self._meta, {**self._options, **method_options})
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        from asyncray._private.runtime import current_client
+        from asyncray._private.runtime import current, current_client
 
         h = self._handle
+        if h._runtime is not None and h._runtime is not current():
+            raise RuntimeError(f"This handle to actor {h._class_name} ({h._actor_id.hex()}) belongs to a cluster "
+                               "connection that was shut down; its actor is gone with it. Create the actor again "
+                               "after ray.init(), or look a detached one up with ray.get_actor(name).")
         merged = {**self._meta, **self._options}
         num_returns = merged.get("num_returns")
         if num_returns is None:

@@ -265,7 +265,11 @@ def cancel(object_ref: Any, *, force: bool = False, recursive: bool = True) -> N
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"ray.cancel() only supports canceling a task by its ObjectRef, got "
                         f"{type(object_ref).__name__}: {object_ref!r}.")
-    _client().submitter.cancel(object_ref, force, recursive)
+    client = _client()
+    if force and object_ref.task_id() in client.actor_submitter.call_ids:
+        raise ValueError("force=True is not supported for actor tasks: cancelling would kill the actor. Use "
+                         "ray.cancel(ref) to interrupt the call, or ray.kill(actor) to end the actor.")
+    client.submitter.cancel(object_ref, force, recursive)
 
 
 def job_namespace() -> str:

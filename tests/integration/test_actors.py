@@ -443,3 +443,45 @@ def test_concurrency_groups_keep_a_health_check_free(tmp_path):
         open(gate, "w").close()
         assert ray.get(busy, timeout=30) == ["busy done"] * 4
         os.unlink(gate)
+
+
+def test_bad_input_errors():
+    c = Counter.remote()
+    with pytest.raises(AttributeError, match="incr"):
+        c.no_such_method.remote()
+    with pytest.raises(ValueError, match="actors"):
+        ray.kill("not an actor")
+    with pytest.raises(TypeError, match="ObjectRef"):
+        ray.cancel(c)
+    ref = c.get.remote()
+    with pytest.raises(ValueError, match="force=True is not supported for actor tasks"):
+        ray.cancel(ref, force=True)
+    assert ray.get(ref) == 0  # the call went on
+    with pytest.raises(TypeError, match="Argument 0"):
+        Counter.remote(threading.Lock())
+
+
+def test_handle_after_shutdown_is_a_clear_error():
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import asyncray as ray
+        ray.init(num_cpus=1)
+        @ray.remote
+        class A:
+            def f(self):
+                return 1
+        a = A.remote()
+        ray.get(a.f.remote())
+        ray.shutdown()
+        try:
+            a.f.remote()
+        except RuntimeError as e:
+            print("error:", e)
+    """)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=repo))
+    assert "error:" in out.stdout and "shut down" in out.stdout, out.stdout + out.stderr

@@ -45,6 +45,7 @@ class ActorSubmitter:
         self.endpoint = client.endpoint
         self.actors: dict[bytes, ActorState] = {}
         self._calls: dict[bytes, ActorState] = {}  # task id -> actor, for replies
+        self.call_ids: set[bytes] = set()  # our unfinished actor calls (cancel needs to know)
 
     # -- caller's thread ------------------------------------------------------------------------
     def submit_call(self, actor_id: bytes, class_name: str, method: str, args: tuple, kwargs: dict, *,
@@ -78,6 +79,7 @@ class ActorSubmitter:
             out: list = [ObjectRefGenerator(task_id, client.submitter)]
         else:
             out = [ObjectRef(rid, client.address, client) for rid in call.return_ids]
+        self.call_ids.add(task_id)
         self.endpoint.call_threadsafe(self._submit, call, class_name)
         return out
 
@@ -194,6 +196,7 @@ class ActorSubmitter:
                 if msg.nested and msg.nested[i]:
                     self.client._record_contained(rid, msg.nested[i])
                 self.client._set_payload(rid, payload)
+        self.call_ids.discard(call.task_id)
         if call.on_done is not None:
             call.on_done()
 
@@ -205,6 +208,7 @@ class ActorSubmitter:
         else:
             for rid in call.return_ids:
                 self.client._set_payload(rid, payload)
+        self.call_ids.discard(call.task_id)
         if call.on_done is not None:
             call.on_done()
 
