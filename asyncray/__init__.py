@@ -30,6 +30,8 @@ _WHERE = {
     "wait": "asyncray._private.api",
     "wait_async": "asyncray._private.api",
     "get_runtime_context": "asyncray.runtime_context",
+    "get_gpu_ids": "asyncray.runtime_context",
+    "nodes": "asyncray._private.api",
     "kill": "asyncray._private.api",
     "get_actor": "asyncray._private.api",
     "method": "asyncray.actor",
@@ -74,4 +76,5 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
     )
     from asyncray.actor import method
     from asyncray.object_ref import ObjectRef, ObjectRefGenerator
-    from asyncray.runtime_context import get_runtime_context
+    from asyncray._private.api import nodes
+    from asyncray.runtime_context import get_gpu_ids, get_runtime_context

@@ -53,11 +53,28 @@ class RuntimeContext:
         actor = _actor_host()
         if actor is not None:
             return dict(actor.spec.get("shape") or {})
-        return {}
+        executor = _executor()
+        return dict(executor.assigned) if executor is not None else {}
+
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
+        return {"GPU": [str(i) for i in get_gpu_ids()]}
 
     @property
     def was_current_actor_reconstructed(self) -> bool:
         return False
+
+
+def _executor() -> Any:
+    from asyncray._private.runtime import current
+
+    rt = current()
+    return getattr(rt, "executor", None) if rt is not None else None
+
+
+def get_gpu_ids() -> list[int]:
+    """The GPU ids assigned to the current task or actor ([] in a driver), as in Ray."""
+    executor = _executor()
+    return list(executor.gpu_ids) if executor is not None else []
 
 
 def _actor_host() -> Any:

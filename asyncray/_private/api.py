@@ -332,6 +332,25 @@ def _resources(kind: str) -> dict[str, float]:
     return {k: v for k, v in out.items() if v}
 
 
+def nodes() -> list[dict[str, Any]]:
+    """The cluster's nodes with Ray's keys (NodeID, Alive, NodeManagerAddress, Resources, ...)."""
+    import socket
+
+    from asyncray._private import protocol as p
+
+    client = _client()
+    reply = client.call(client.head_address, lambda rid: p.GetNodes(rid), timeout=30)
+    out = []
+    for node_id, address, resources, alive in reply.nodes:
+        tcp = address.partition("|")[0]
+        host, _, port = tcp.replace("tcp://", "").rpartition(":")
+        out.append({"NodeID": node_id.hex(), "Alive": bool(alive), "alive": bool(alive),
+                    "NodeManagerAddress": host, "NodeManagerHostname": socket.gethostname(),
+                    "NodeManagerPort": int(port or 0), "Resources": dict(resources) if alive else {},
+                    "Labels": {}})
+    return out
+
+
 def cluster_resources() -> dict[str, float]:
     return _resources("total")
 

@@ -129,6 +129,7 @@ class LeaseGranted(NamedTuple):
     lease_id: int
     worker_id: bytes
     worker_address: str
+    gpu_ids: list  # the GPUs this lease holds (CUDA_VISIBLE_DEVICES of its tasks)
 
 
 @message(25)
@@ -231,6 +232,7 @@ class PushTask(NamedTuple):
     driver_address: str  # where print() output goes
     cpus: float
     max_calls: int
+    gpu_ids: list
 
 
 @message(51)

@@ -114,6 +114,7 @@ class Runtime:
         self.owns_cluster = False
         self.blas_user_set = False  # workers: the user set OMP_NUM_THREADS & co. themselves
         self.stopping = False
+        self.executor: Any = None  # workers: the task executor
 
     # -- wiring ----------------------------------------------------------------------------
     def open_endpoint(self, address: str) -> str:
@@ -208,6 +209,8 @@ class Runtime:
             total["GPU"] = float(num_gpus)
         total.update(resources or {})
         total["memory"] = float(_total_memory() * 0.7 // 1)
+        total["node:127.0.0.1"] = 1.0  # Ray's per-node resource, for affinity by resources
+        total["node:__internal_head__"] = 1.0
         store = int(object_store_memory or default_store_size())
         shm_free = shm_capacity()
         if object_store_memory and store > shm_free:

@@ -6,7 +6,7 @@ import asyncray
 EXPECTED = {
     "ObjectRef", "ObjectRefGenerator", "available_resources", "cancel", "cluster_resources", "exceptions", "get",
     "get_async", "get_runtime_context", "init", "is_initialized", "put", "remote", "shutdown", "wait", "wait_async",
-    "actor", "get_actor", "kill", "method", "util",
+    "actor", "get_actor", "kill", "method", "util", "get_gpu_ids", "nodes",
 }
 
 

@@ -14,9 +14,10 @@ from typing import Any
 
 
 class Lease:
-    __slots__ = ("lease_id", "worker_id", "address", "in_flight", "fns_sent", "linger", "dead", "blocked")
+    __slots__ = ("lease_id", "worker_id", "address", "in_flight", "fns_sent", "linger", "dead", "blocked", "gpu_ids")
 
-    def __init__(self, lease_id: int, worker_id: bytes, address: str) -> None:
+    def __init__(self, lease_id: int, worker_id: bytes, address: str, gpu_ids: list | None = None) -> None:
+        self.gpu_ids = gpu_ids or []
         self.lease_id = lease_id
         self.worker_id = worker_id
         self.address = address

@@ -244,7 +244,7 @@ class TaskSubmitter:
             while q.pending:
                 self._fail(q.pending.popleft(), self.client._error_payload(err))
             return
-        lease = Lease(msg.lease_id, msg.worker_id, msg.worker_address)
+        lease = Lease(msg.lease_id, msg.worker_id, msg.worker_address, msg.gpu_ids)
         q.leases[lease.lease_id] = lease
         if not q.pending:
             self._return_lease(q, lease)
@@ -261,7 +261,8 @@ class TaskSubmitter:
         spec.pushed_at = time.perf_counter()
         self.endpoint.send(lease.address, p.PushTask(
             spec.task_id, spec.name, spec.fn_id, blob, spec.args_blob, spec.dep_payloads, spec.num_returns,
-            self.client.job_id, self.client.address, self.client.driver_address, spec.cpus, spec.max_calls))
+            self.client.job_id, self.client.address, self.client.driver_address, spec.cpus, spec.max_calls,
+            lease.gpu_ids))
 
     def on_task_reply(self, msg: p.TaskReply, peer: Peer) -> None:
         found = self._task_lease.pop(msg.task_id, None)

@@ -133,6 +133,7 @@ class HeadServer:
         rec.lease_req = None
         self.actors.set_lease(rec, msg.lease_id)
         rec.address = msg.worker_address
+        rec.spec["gpu_ids"] = msg.gpu_ids
         self.endpoint.send(msg.worker_address, p.StartActor(rec.actor_id, rec.incarnation, rec.spec))
 
     def on_lease_failed(self, msg: p.LeaseFailed, peer: Peer) -> None:

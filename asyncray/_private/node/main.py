@@ -34,7 +34,7 @@ logger = logging.getLogger("asyncray.node")
 
 
 class Lease:
-    __slots__ = ("lease_id", "owner", "worker", "units", "lent")
+    __slots__ = ("lease_id", "owner", "worker", "units", "lent", "gpu_ids")
 
     def __init__(self, lease_id: int, owner: bytes, worker: WorkerRecord, units: dict[str, int]) -> None:
         self.lease_id = lease_id
@@ -42,6 +42,7 @@ class Lease:
         self.worker = worker
         self.units = units
         self.lent: dict[str, int] = {}  # CPUs lent back while the worker is blocked in get
+        self.gpu_ids: list[int] = []
 
 
 class NodeManager:
@@ -89,6 +90,7 @@ class NodeManager:
             p.RestoreObject: self.on_restore_object,
         }
         self.num_cpus = int(self.resources.get("CPU", 0))
+        self.free_gpus: list[int] = list(range(int(self.resources.get("GPU", 0))))
 
     # -- start-up ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -192,9 +194,23 @@ class NodeManager:
             return
         self.leases[lease.lease_id] = lease
         rec.lease_id = lease.lease_id
-        self.endpoint.reply(req.owner, p.LeaseGranted(req.req_id, lease.lease_id, rec.worker_id, rec.address))
+        lease.gpu_ids = self._take_gpus(req.shape.get("GPU", 0.0))
+        self.endpoint.reply(req.owner, p.LeaseGranted(req.req_id, lease.lease_id, rec.worker_id, rec.address,
+                                                      lease.gpu_ids))
+
+    def _take_gpus(self, gpus: float) -> list[int]:
+        """GPU ids for a lease: whole GPUs are taken from the free list; a fraction shares one."""
+        if gpus <= 0:
+            return []
+        if gpus < 1:
+            return [self.free_gpus[0]] if self.free_gpus else [0]
+        n = int(gpus)
+        taken, self.free_gpus = self.free_gpus[:n], self.free_gpus[n:]
+        return taken
 
     def _release(self, lease: Lease) -> None:
+        if lease.units.get("GPU", 0) >= 10_000:  # whole GPUs go back to the free list
+            self.free_gpus = sorted(set(self.free_gpus) | set(lease.gpu_ids))
         units = dict(lease.units)
         for k, v in lease.lent.items():
             units[k] -= v

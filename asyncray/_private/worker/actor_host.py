@@ -60,6 +60,7 @@ class ActorHost:
         """Construct the instance; report to the head. False if the constructor raised."""
         spec = msg.spec
         self.ex.join_job(spec.get("job_id", 0), spec.get("driver_address", ""))
+        self.ex.assign(0, spec.get("gpu_ids") or [])
         context.task_name = f"{spec.get('class_name')}.__init__"
         context.actor = self
         try:

@@ -84,6 +84,8 @@ class Executor:
         self.stderr = _Forward(self, 2)
         self.blas_threads = None if rt.blas_user_set else 1  # None: the user's choice, left alone
         self.current: bytes | None = None  # the task running now
+        self.gpu_ids: list = []
+        self.assigned: dict = {}
         self.actor: Any = None  # the ActorHost once this worker became an actor
         self.running: dict[bytes, Any] = {}  # async actor calls in flight (asyncio tasks)
         self.exit_requested: Any = None
@@ -282,7 +284,18 @@ class Executor:
             self.join_job(msg.job_id, msg.driver_address)
         if self.blas_threads is not None:
             self._limit_blas(max(1, int(msg.cpus)))
+        self.assign(msg.cpus, msg.gpu_ids)
         return self._run(msg, msg.name, lambda: self._function(msg), self._peer)
+
+    def assign(self, cpus: float, gpu_ids: list) -> None:
+        """What the running task (or this actor) holds; GPUs become CUDA_VISIBLE_DEVICES, as in Ray."""
+        self.gpu_ids = list(gpu_ids)
+        self.assigned = {"CPU": cpus} if cpus else {}
+        if gpu_ids:
+            self.assigned["GPU"] = float(len(gpu_ids))
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids)
+        else:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
 
     # -- one call, shared by tasks and actor methods ---------------------------------------------
     def resolve_args(self, args_blob: bytes, deps: list, borrows: list) -> tuple[list, dict]:

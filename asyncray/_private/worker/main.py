@@ -39,6 +39,7 @@ def run(template_args: dict, cmd: dict) -> None:
     rt.make_client(node_address=rt.node_address, job_id=cmd.get("job_id") or 0, address=address,
                    driver_address="", worker_id=worker_id)
     executor = Executor(rt, tasks)
+    rt.executor = executor
     client = rt.client
 
     def on_block() -> None:
