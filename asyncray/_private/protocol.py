@@ -478,3 +478,12 @@ class TaskNotRun(NamedTuple):
     retired after max_calls): the owner runs it elsewhere, without counting a retry."""
 
     task_id: bytes
+
+
+@message(95)
+class LeaseInfeasible(NamedTuple):
+    """No node has what this lease needs: it stays queued (a node that fits may join)."""
+
+    req_id: int
+    missing: dict  # resource -> amount asked, for the resources no node has enough of
+    available: dict  # the node's total resources

@@ -142,6 +142,7 @@ class Runtime:
             p.PeerDied: c.on_peer_died,
             p.ActorUpdate: c.actor_submitter.on_update,
             p.TaskNotRun: c.submitter.on_task_not_run,
+            p.LeaseInfeasible: c.submitter.on_lease_infeasible,
         }
         for reply in (p.LeaseGranted, p.LeaseFailed, p.CreateObjectReply, p.ObjectReply, p.RegisterJobReply,
                       p.RegisterClientReply, p.NodesReply, p.ResourcesReply, p.KVReply, p.ShutdownNodeReply,

@@ -53,3 +53,24 @@ def test_nodes_have_rays_keys(gpu_cluster):
     assert node["Resources"]["CPU"] == 2 and node["Resources"]["GPU"] == 2
     assert node["NodeManagerAddress"] == "127.0.0.1"
     assert ray.cluster_resources()["node:127.0.0.1"] == 1.0
+
+
+def test_infeasible_task_warns_once_and_cancel_ends_it(caplog):
+    import logging
+
+    with ray.init(num_cpus=1):
+        @ray.remote(num_cpus=4)
+        def too_big():
+            return 1
+
+        with caplog.at_level(logging.WARNING, logger="asyncray"):
+            ref = too_big.remote()
+            ready, _ = ray.wait([ref], timeout=0.5)
+            assert not ready  # pending, not failed
+            from helpers import poll
+
+            poll(lambda: any("too_big" in r.getMessage() and "CPU" in r.getMessage() for r in caplog.records),
+                 "the infeasible warning", timeout=10)
+        ray.cancel(ref)
+        with pytest.raises(ray.exceptions.TaskCancelledError):
+            ray.get(ref, timeout=10)

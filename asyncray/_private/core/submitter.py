@@ -9,6 +9,7 @@ worker death or retryable errors, streams generator items, and cancels. Everythi
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any, Callable
 
@@ -16,6 +17,8 @@ from asyncray._private import ids, protocol as p, serialization
 from asyncray._private.core.common import Entry, IdRef, call_in, oid_of_segment, peer_error, retryable
 from asyncray._private.core.leases import Lease, ShapeQueue
 from asyncray._private.transport.sockets import Peer
+
+logger = logging.getLogger("asyncray")
 
 
 class _Dep:
@@ -233,6 +236,14 @@ class TaskSubmitter:
                 self._lease_of_request.pop(rid, None)
                 self.endpoint.send(self.client.node_address, p.CancelLeaseRequest(rid))
             q.requests.clear()
+
+    def on_lease_infeasible(self, msg: p.LeaseInfeasible, peer: Peer) -> None:
+        """Say once, in the owner's output, which task cannot run anywhere and why."""
+        q = self._lease_of_request.get(msg.req_id)
+        name = q.pending[0].name if q is not None and q.pending else "a task"
+        logger.warning("Task %s cannot run on any node: it needs %s, and no node has that much (node resources: "
+                       "%s). It stays pending until a node that fits joins; ray.cancel() ends it.", name,
+                       msg.missing, {k: v for k, v in msg.available.items() if k in msg.missing})
 
     def _on_lease_reply(self, msg: Any) -> None:
         q = self._lease_of_request.pop(msg.req_id, None)

@@ -54,6 +54,7 @@ class NodeManager:
         self.config = args["config"]
         self.node_id = bytes.fromhex(args["node_id"])
         self.stopped = asyncio.Event()
+        self.registered: asyncio.Future = loop.create_future()
         self.endpoint = Endpoint(loop, self.node_id, self.handle, on_unroutable=self._unroutable)
         self.ipc_address = self.endpoint.bind(f"ipc://{self.session_dir}/node.sock")
         self.tcp_address = self.endpoint.bind(f"tcp://{args.get('host', '127.0.0.1')}:*")
@@ -85,7 +86,7 @@ class NodeManager:
             p.FreeObjects: self.on_free_objects,
             p.GetResources: self.on_get_resources,
             p.ShutdownNode: self.on_shutdown,
-            p.RegisterNodeReply: lambda msg, peer: None,
+            p.RegisterNodeReply: self.on_register_node_reply,
             p.UnregisterClient: self.on_unregister_client,
             p.RestoreObject: self.on_restore_object,
         }
@@ -93,6 +94,10 @@ class NodeManager:
         self.free_gpus: list[int] = list(range(int(self.resources.get("GPU", 0))))
 
     # -- start-up ------------------------------------------------------------------------------
+    def on_register_node_reply(self, msg: p.RegisterNodeReply, peer: Peer) -> None:
+        if not self.registered.done():
+            self.registered.set_result(msg.incarnation)
+
     async def start(self) -> None:
         await self.loop.run_in_executor(None, self.pool.wait_template, self.config["startup_timeout_s"])
         for _ in range(max(self.num_cpus, 1)):
@@ -165,9 +170,9 @@ class NodeManager:
         self.scheduler.submit(req)
         for bad in self.scheduler.newly_infeasible():
             missing = self.scheduler.pool.missing(bad.units)
-            logger.warning("a task needs %s but this node has %s: it stays pending until a node that fits joins",
+            logger.warning("a lease needs %s but this node has %s: it stays pending until a node that fits joins",
                            bad.shape, self.resources)
-            _ = missing
+            self.endpoint.reply(bad.owner, p.LeaseInfeasible(bad.req_id, missing, self.resources))
         self._dispatch()
 
     def on_cancel_lease_request(self, msg: p.CancelLeaseRequest, peer: Peer) -> None:
@@ -428,6 +433,8 @@ async def amain(args: dict) -> None:
     if args.get("head_address"):
         node.endpoint.send(args["head_address"], p.RegisterNode(
             1, node.node_id, node.tcp_address + "|" + node.ipc_address, node.resources, os.getpid()))
+        # Ready means registered: a driver may list nodes or create actors right away.
+        await asyncio.wait_for(node.registered, args["config"]["startup_timeout_s"])
     process.report_ready(args, {"ipc": node.ipc_address, "tcp": node.tcp_address, "node_id": node.node_id.hex(),
                                 "pid": os.getpid()})
     await node.stopped.wait()
