@@ -294,3 +294,16 @@ def test_segfault_in_task_is_worker_crashed_error():
     with pytest.raises(exc.WorkerCrashedError, match="signal 11"):
         ray.get(segfault.remote(), timeout=60)
     assert ray.get(add.remote(2, 2)) == 4
+
+
+def test_broken_runtime_env_fails_instead_of_forking_forever(tmp_path):
+    wd = tmp_path / "wd"
+    wd.mkdir()
+
+    @ray.remote(runtime_env={"working_dir": str(wd)})
+    def f():
+        return 1
+
+    wd.rmdir()  # gone after validation: every worker for it dies while starting
+    with pytest.raises(exc.RuntimeEnvSetupError, match="working_dir"):
+        ray.get(f.remote(), timeout=60)

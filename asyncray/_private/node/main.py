@@ -152,9 +152,20 @@ class NodeManager:
             self._release(lease)
             self.endpoint.reply(lease.owner, p.LeaseWorkerDied(lease.lease_id, reason))
         req = self.starting.pop(wid, None)
-        if req is not None:  # died before registering: give the request back to the queue
+        if req is not None:  # died before registering: retry a few times, then say why
             self.scheduler.pool.release(req.units)
-            self.scheduler.submit(req)
+            req.start_failures += 1
+            if req.start_failures < 3:
+                self.scheduler.submit(req)
+            else:
+                from asyncray._private.serialization import dumps_exception
+                from asyncray.exceptions import RuntimeEnvSetupError
+
+                err = RuntimeEnvSetupError(
+                    f"A worker for this task died {req.start_failures} times before it could start ({reason}); "
+                    f"its runtime_env may be broken (a working_dir that no longer exists?): {req.runtime_env}. "
+                    f"See the worker logs in {self.session_dir}/logs.")
+                self.endpoint.reply(req.owner, p.LeaseFailed(req.req_id, dumps_exception(err)))
         self._owner_gone(wid, rec.address)
         if rec.address:
             # Whoever waits on it (objects it owns) or counts it as a borrower must know.

@@ -23,6 +23,7 @@ class LeaseRequest:
     job_id: int
     runtime_env: Any
     key: tuple = field(default=())
+    start_failures: int = 0  # workers forked for it that died before registering
 
 
 class LeaseScheduler:

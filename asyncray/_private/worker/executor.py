@@ -5,6 +5,7 @@ pickled becomes the task's error (a RayTaskError that is also a TypeError), neve
 """
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
 import threading
@@ -311,8 +312,8 @@ class Executor:
     def _run(self, msg: Any, name: str, target: Any, peer: Any) -> p.TaskReply:
         """Call target()(*args) and turn the outcome into the reply (sync callables)."""
         token = context.enter(msg.task_id, name)
+        borrows: list = []  # registrations as borrower of refs in the arguments
         try:
-            borrows: list = []
             fn = target()
             args, kwargs = self.resolve_args(msg.args_blob, msg.deps, borrows)
             result = fn(*args, **kwargs)
@@ -320,13 +321,14 @@ class Executor:
         except Exception as e:
             return self._error_reply(msg, name, e, peer)
         finally:
+            _confirm(borrows)  # on every path, streams and errors included, before the reply
             context.leave(token)
             self._flush_output()
 
     async def _run_async(self, msg: Any, name: str, method: Any, peer: Any) -> p.TaskReply:
         token = context.enter(msg.task_id, name)
+        borrows: list = []
         try:
-            borrows: list = []
             args, kwargs = self.resolve_args(msg.args_blob, msg.deps, borrows)
             result = method(*args, **kwargs)
             if inspect.iscoroutine(result):
@@ -337,6 +339,7 @@ class Executor:
         except Exception as e:
             return self._error_reply(msg, name, e, peer)
         finally:
+            await asyncio.get_running_loop().run_in_executor(None, _confirm, borrows) if borrows else None
             context.leave(token)
             self._flush_output()
 
@@ -366,7 +369,6 @@ class Executor:
         except BaseException:
             self._discard(return_ids, returns)
             raise
-        _confirm(borrows)
         return p.TaskReply(msg.task_id, returns, False, False, nested if any(nested) else [])
 
     def _error_reply(self, msg: Any, name: str, e: BaseException, peer: Any) -> p.TaskReply:
