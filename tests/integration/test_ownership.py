@@ -73,9 +73,14 @@ def test_nested_ref_argument_is_borrowed_by_the_task():
 def test_owner_died_error():
     @ray.remote(max_calls=1)
     def make_and_exit():
-        return [ray.put("owned by a worker that exits after this call")]
+        return [ray.put("owned by a worker that exits after this call")], os.getpid()
 
-    (inner,) = ray.get(make_and_exit.remote())
+    (inner,), pid = ray.get(make_and_exit.remote())
+    import psutil
+
+    # The node ends the worker once its owner read the reply: wait for that, then ask.
+    _wait(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+          "the worker to exit after max_calls")
     with pytest.raises(exc.OwnerDiedError):
         ray.get(inner, timeout=30)
 
