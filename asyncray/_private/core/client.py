@@ -20,7 +20,7 @@ import itertools
 import logging
 import threading
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from asyncray._private import ids, protocol as p, serialization
 from asyncray._private.config import Config
@@ -32,6 +32,13 @@ from asyncray._private.transport.sockets import Endpoint, Peer
 
 logger = logging.getLogger(__name__)
 
+
+class _Pending(NamedTuple):
+    """A request waiting for its reply."""
+
+    on_reply: Callable[[Any], None]
+    on_peer_died: Callable[[str, str], None] | None
+    address: str
 
 
 class CoreClient:
@@ -51,7 +58,6 @@ class CoreClient:
         self.lock = threading.Lock()
         self.objects: dict[bytes, Entry] = {}
         self.refs = References()
-        self.refcounts = self.refs.local  # read by tests and by the release fast path
         self._released: deque[bytes] = deque()
         self._release_wakeup = False
         self._to_free: list[bytes] = []
@@ -60,10 +66,8 @@ class CoreClient:
         self.mappings = segments.MappingCache(on_keep=self._arm_mapping_sweep)
         self._sweep_armed = False
         self._req_ids = itertools.count(1)
-        self._requests: dict[int, Callable[[Any], None]] = {}
-        self._request_failed: dict[int, Callable[[str, str], None]] = {}
-        self._requests_to: dict[str, set[int]] = {}
-        self._request_address: dict[int, str] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._pending_at: dict[str, set[int]] = {}  # address -> requests that fail if it dies
         self._dead_peers: dict[str, str] = {}  # address -> why (from PeerDied)
         self._fetching: set[bytes] = set()
         self._borrower_waits: dict[bytes, list[tuple[Peer, int]]] = {}
@@ -108,10 +112,16 @@ class CoreClient:
     def _process_releases(self) -> None:
         self._release_wakeup = False
         released = self._released
+        drop = []
+        while released:
+            drop.append(released.popleft())
+        self.drop_refs(drop)
+
+    def drop_refs(self, oids: list[bytes]) -> None:
+        """Loop thread: release one local ref on each of `oids`, freeing what nothing holds."""
         refs = self.refs
         with self.lock:
-            while released:
-                oid = released.popleft()
+            for oid in oids:
                 if refs.release_local(oid):
                     self._maybe_free(oid)
         self._flush_frees()
@@ -262,12 +272,8 @@ class CoreClient:
         self._dead_peers[msg.address] = msg.reason
         self.actor_submitter.on_peer_died(msg.address)
         self.endpoint.disconnect(msg.address)
-        for rid in list(self._requests_to.pop(msg.address, ())):
-            cb = self._requests.pop(rid, None)
-            failed = self._request_failed.pop(rid, None)
-            self._request_address.pop(rid, None)
-            if cb is not None and failed is not None:
-                failed(msg.address, msg.reason)
+        for rid in list(self._pending_at.get(msg.address, ())):
+            self._forget(rid).on_peer_died(msg.address, msg.reason)
         with self.lock:
             for oid in self.refs.remove_borrower_everywhere(msg.address):
                 self._maybe_free(oid)
@@ -380,33 +386,30 @@ class CoreClient:
             owner_failed(address, self._dead_peers[address])
             return 0
         rid = next(self._req_ids)
-        self._requests[rid] = on_reply
+        self._pending[rid] = _Pending(on_reply, owner_failed, address)
         if owner_failed is not None:
-            self._request_failed[rid] = owner_failed
-            self._requests_to.setdefault(address, set()).add(rid)
-            self._request_address[rid] = address
+            self._pending_at.setdefault(address, set()).add(rid)
         self.endpoint.send(address, make(rid))
         return rid
 
+    def _forget(self, rid: int) -> _Pending | None:
+        """Stop waiting for request `rid`; returns what waited for it, if anything did."""
+        pending = self._pending.pop(rid, None)
+        if pending is not None and pending.on_peer_died is not None:
+            waiting = self._pending_at[pending.address]
+            waiting.discard(rid)
+            if not waiting:
+                del self._pending_at[pending.address]
+        return pending
+
     def forget_request(self, rid: int) -> None:
         """Stop waiting for a reply (a late one is then handled by on_reply's fallback)."""
-        self._requests.pop(rid, None)
-        if self._request_failed.pop(rid, None) is not None:
-            address = self._request_address.pop(rid)
-            self._requests_to.get(address, set()).discard(rid)
+        self._forget(rid)
 
     def on_reply(self, msg: Any, peer: Peer) -> None:
-        rid = msg.req_id
-        cb = self._requests.pop(rid, None)
-        if self._request_failed.pop(rid, None) is not None:
-            address = self._request_address.pop(rid)
-            waiting = self._requests_to.get(address)
-            if waiting is not None:
-                waiting.discard(rid)
-                if not waiting:
-                    del self._requests_to[address]
-        if cb is not None:
-            cb(msg)
+        pending = self._forget(msg.req_id)
+        if pending is not None:
+            pending.on_reply(msg)
         elif type(msg) is p.LeaseGranted:  # granted after we cancelled the request: give it back
             self.endpoint.send(self.node_address, p.ReturnLease(msg.lease_id, False))
 

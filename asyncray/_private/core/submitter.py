@@ -350,7 +350,7 @@ class TaskSubmitter:
             entry = self.objects.get(oid)
             if oid not in held:
                 held.add(oid)
-                self.client.refcounts[oid] = self.client.refcounts.get(oid, 0) + 1
+                self.client.refs.add_local(oid)
             if entry is None:
                 self.objects[oid] = Entry(owned=True)
         self.client._set_payload(oid, payload)
@@ -358,26 +358,27 @@ class TaskSubmitter:
     def _end_stream(self, task_id: bytes, count: int) -> None:
         self._stream_item(task_id, count + 1, [p.END, count])
 
+    def _expect_item(self, task_id: bytes, index: int) -> IdRef:
+        """The item's id, with a pending entry to wait on if it has not arrived yet."""
+        oid = ids.object_id(task_id, index)
+        with self.lock:
+            if oid not in self.objects:
+                self.objects[oid] = Entry(owned=True)
+        return IdRef(oid, self.client.address)
+
     def stream_next(self, task_id: bytes, index: int, timeout: float | None) -> list:
         """Caller's thread: the payload of item `index` (END when the stream is over)."""
-        oid = ids.object_id(task_id, index)
-        with self.lock:
-            if oid not in self.objects:
-                self.objects[oid] = Entry(owned=True)
-        return self.client.payloads([IdRef(oid, self.client.address)], timeout)[0]
+        return self.client.payloads([self._expect_item(task_id, index)], timeout)[0]
 
     async def stream_next_async(self, task_id: bytes, index: int) -> list:
-        oid = ids.object_id(task_id, index)
-        with self.lock:
-            if oid not in self.objects:
-                self.objects[oid] = Entry(owned=True)
+        item = self._expect_item(task_id, index)
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
 
         def cb(payload: list) -> None:
             call_in(loop, lambda: fut.done() or fut.set_result(payload))
 
-        self.client._when_ready(IdRef(oid, self.client.address), cb)
+        self.client._when_ready(item, cb)
         return await fut
 
     def stream_release(self, task_id: bytes, oid: bytes | None) -> None:
@@ -397,10 +398,8 @@ class TaskSubmitter:
             drop = [oid]
         else:
             drop = []
-        for o in drop:
-            self.client._released.append(o)
         if drop:
-            self.client._process_releases()
+            self.client.drop_refs(drop)
 
     def _free_payloads(self, payloads: list) -> None:
         stored = [pl for pl in payloads if pl[0] == p.SHM]

@@ -172,12 +172,8 @@ class HeadServer:
             self._publish(rec)
             self._schedule(rec)
         else:
-            from asyncray._private.serialization import dumps_exception
-            from asyncray.exceptions import ActorDiedError
-
             restarts = f" after {rec.num_restarts} restart(s)" if rec.num_restarts else ""
-            self._set_dead(rec, dumps_exception(ActorDiedError(
-                f"The actor {rec.spec.get('class_name')} ({rec.actor_id.hex()}) died{restarts}: {why}")))
+            self._set_dead(rec, _died_error(rec.actor_id, f"died{restarts}: {why}", rec.spec.get("class_name")))
 
     def _set_dead(self, rec: ActorRecord, error: bytes | None) -> None:
         self.actors.dead(rec, error)
@@ -189,11 +185,7 @@ class HeadServer:
             return
         lease = rec.lease_id
         if msg.no_restart or not rec.can_restart():
-            from asyncray._private.serialization import dumps_exception
-            from asyncray.exceptions import ActorDiedError
-
-            self._set_dead(rec, dumps_exception(ActorDiedError(
-                f"The actor {rec.spec.get('class_name')} ({rec.actor_id.hex()}) was killed by ray.kill().")))
+            self._set_dead(rec, _died_error(rec.actor_id, "was killed by ray.kill().", rec.spec.get("class_name")))
         else:
             self._crashed(rec, "it was killed by ray.kill(no_restart=False)")
         if lease is not None:
@@ -206,11 +198,7 @@ class HeadServer:
         rec = self.actors.actors.get(msg.actor_id)
         if rec is None or rec.state == p.DEAD:
             return
-        from asyncray._private.serialization import dumps_exception
-        from asyncray.exceptions import ActorDiedError
-
-        self._set_dead(rec, dumps_exception(ActorDiedError(
-            f"The actor {rec.spec.get('class_name')} ({rec.actor_id.hex()}) exited: it called exit_actor().")))
+        self._set_dead(rec, _died_error(rec.actor_id, "exited: it called exit_actor().", rec.spec.get("class_name")))
 
     def on_owner_died(self, msg: p.OwnerDied, peer: Peer) -> None:
         for rec in self.actors.owned_by(msg.address):
@@ -219,11 +207,8 @@ class HeadServer:
     def on_subscribe_actor(self, msg: p.SubscribeActor, peer: Peer) -> None:
         rec = self.actors.actors.get(msg.actor_id)
         if rec is None:
-            from asyncray._private.serialization import dumps_exception
-            from asyncray.exceptions import ActorDiedError
-
-            peer.answer(p.ActorUpdate(msg.actor_id, p.DEAD, "", 0, dumps_exception(ActorDiedError(
-                f"The actor {msg.actor_id.hex()} is unknown to this cluster."))))
+            peer.answer(p.ActorUpdate(msg.actor_id, p.DEAD, "", 0,
+                                      _died_error(msg.actor_id, "is unknown to this cluster.")))
             return
         rec.subscribers.add(peer.identity)
         peer.answer(self._update(rec))
@@ -263,6 +248,16 @@ class HeadServer:
     def _parent_gone(self) -> None:
         self.loop.remove_reader(self.args["liveness_fd"])
         self.stopped.set()
+
+
+def _died_error(actor_id: bytes, what: str, class_name: str | None = None) -> bytes:
+    """A pickled ActorDiedError: "The actor <class> (<id>) <what>". Imported late: the head
+    starts without cloudpickle on the path of init()."""
+    from asyncray._private.serialization import dumps_exception
+    from asyncray.exceptions import ActorDiedError
+
+    who = f"{class_name} ({actor_id.hex()})" if class_name else actor_id.hex()
+    return dumps_exception(ActorDiedError(f"The actor {who} {what}"))
 
 
 async def amain(args: dict) -> None:

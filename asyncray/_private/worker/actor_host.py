@@ -21,7 +21,7 @@ import threading
 from typing import Any
 
 from asyncray._private import protocol as p, serialization
-from asyncray._private.worker.executor import context
+from asyncray._private.worker.executor import context, failure_reply
 
 
 class ActorExit(BaseException):
@@ -142,8 +142,7 @@ class ActorHost:
     def _cancelled_reply(task_id: bytes, num_returns: int) -> p.TaskReply:
         from asyncray.exceptions import TaskCancelledError
 
-        payload = [p.ERROR, serialization.dumps_exception(TaskCancelledError(task_id.hex()))]
-        return p.TaskReply(task_id, [payload] * max(num_returns, 1), False, False, [])
+        return failure_reply(task_id, num_returns, TaskCancelledError(task_id.hex()))
 
     def _name(self, msg: p.PushActorTask) -> str:
         return f"{self.spec.get('class_name')}.{msg.method}"
@@ -197,10 +196,9 @@ class ActorHost:
     def _died_reply(self, msg: p.PushActorTask) -> p.TaskReply:
         from asyncray.exceptions import ActorDiedError
 
-        err = ActorDiedError(f"The actor {self.spec.get('class_name')} ({self.actor_id.hex()}) exited: it called "
-                             "exit_actor(), so this call did not run.")
-        payload = [p.ERROR, serialization.dumps_exception(err)]
-        return p.TaskReply(msg.task_id, [payload] * max(msg.num_returns, 1), False, False, [])
+        return failure_reply(msg.task_id, msg.num_returns, ActorDiedError(
+            f"The actor {self.spec.get('class_name')} ({self.actor_id.hex()}) exited: it called exit_actor(), so "
+            "this call did not run."))
 
     def _exit(self, msg: p.PushActorTask, peer: Any) -> None:
         self.exiting = True

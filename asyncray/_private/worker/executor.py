@@ -155,9 +155,8 @@ class Executor:
             except BaseException as e:  # a bug of ours: still answer, never hang the caller
                 from asyncray.exceptions import RaySystemError
 
-                err = RaySystemError(f"asyncray failed to run task {msg.name}: {e!r}")
-                reply = p.TaskReply(msg.task_id, [[p.ERROR, serialization.dumps_exception(err)]] * max(msg.num_returns, 1),
-                                    False, False, [])
+                reply = failure_reply(msg.task_id, msg.num_returns,
+                                      RaySystemError(f"asyncray failed to run task {msg.name}: {e!r}"))
             self.rt.endpoint.call_threadsafe(peer.answer, reply)
 
     # -- actors ---------------------------------------------------------------------------------
@@ -277,8 +276,7 @@ class Executor:
         from asyncray.exceptions import TaskCancelledError
 
         self.cancelled.discard(msg.task_id)
-        err = [p.ERROR, serialization.dumps_exception(TaskCancelledError(msg.task_id.hex()))]
-        return p.TaskReply(msg.task_id, [err] * max(msg.num_returns, 1), False, False, [])
+        return failure_reply(msg.task_id, msg.num_returns, TaskCancelledError(msg.task_id.hex()))
 
     def _execute(self, msg: p.PushTask) -> p.TaskReply:
         if msg.job_id != self.client.job_id or not self.driver_address:
@@ -339,7 +337,8 @@ class Executor:
         except Exception as e:
             return self._error_reply(msg, name, e, peer)
         finally:
-            await asyncio.get_running_loop().run_in_executor(None, _confirm, borrows) if borrows else None
+            if borrows:  # waiting on thread events must not block the actor's event loop
+                await asyncio.get_running_loop().run_in_executor(None, _confirm, borrows)
             context.leave(token)
             self._flush_output()
 
@@ -375,8 +374,7 @@ class Executor:
         if msg.num_returns == p.STREAMING:
             self._send_error_item(msg, 1, name, e, peer)
             return p.TaskReply(msg.task_id, [[p.END, 1]], True, False, [])
-        payload = [p.ERROR, serialization.dumps_exception(_task_error(name, e))]
-        return p.TaskReply(msg.task_id, [payload] * max(msg.num_returns, 1), True, False, [])
+        return failure_reply(msg.task_id, msg.num_returns, _task_error(name, e), app_error=True)
 
     def _flush_output(self) -> None:
         for s in (self.stdout, self.stderr):
@@ -431,6 +429,12 @@ class Executor:
         ser = serialization.serialize(value)
         nested = self.client.hold_contained(oid, ser.refs)
         return self.client._store_serialized(oid, ser, owner), nested
+
+
+def failure_reply(task_id: bytes, num_returns: int, exc: BaseException, app_error: bool = False) -> p.TaskReply:
+    """A reply in which every return of the task raises `exc`."""
+    payload = [p.ERROR, serialization.dumps_exception(exc)]
+    return p.TaskReply(task_id, [payload] * max(num_returns, 1), app_error, False, [])
 
 
 def _confirm(borrows: list) -> None:
