@@ -168,6 +168,30 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def watch_exit(loop: Any, pid: int, on_exit: Any) -> Any:
+    """Call on_exit() in `loop` when process `pid` exits (a pidfd: no polling, works for
+    processes that are not our children). Returns a function that stops watching; on systems
+    without pidfds nothing is watched."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return lambda: None
+    closed = []
+
+    def unwatch() -> None:
+        if not closed:
+            closed.append(True)
+            loop.remove_reader(fd)
+            os.close(fd)
+
+    def fired() -> None:
+        unwatch()
+        on_exit()
+
+    loop.add_reader(fd, fired)
+    return unwatch
+
+
 def new_event_loop():
     """uvloop where installed, else the default asyncio loop."""
     try:

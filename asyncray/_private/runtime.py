@@ -251,15 +251,9 @@ class Runtime:
     def _watch_children(self) -> None:
         """Loop thread: learn at once when a process we started dies (a pidfd per child)."""
         for child in self.children:
-            try:
-                fd = os.pidfd_open(child.pid)
-            except (AttributeError, OSError):
-                continue
-            self.loop.add_reader(fd, self._child_exited, child, fd)
+            process.watch_exit(self.loop, child.pid, lambda child=child: self._child_exited(child))
 
-    def _child_exited(self, child: process.Child, fd: int) -> None:
-        self.loop.remove_reader(fd)
-        os.close(fd)
+    def _child_exited(self, child: process.Child) -> None:
         if self.stopping:
             return
         code = child.popen.poll()

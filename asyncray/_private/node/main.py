@@ -18,6 +18,8 @@ import itertools
 import json
 import logging
 import os
+import shutil
+import signal
 import sys
 from typing import Any
 
@@ -65,7 +67,7 @@ class NodeManager:
         self.leases: dict[int, Lease] = {}
         self._lease_ids = itertools.count(1)
         self.starting: dict[bytes, LeaseRequest] = {}  # worker being forked for this request
-        self.clients: dict[bytes, tuple[int, str, int]] = {}  # identity -> (pid, address, pidfd)
+        self.clients: dict[bytes, tuple[int, str, Any]] = {}  # identity -> (pid, address, unwatch)
         live_r, self._live_w = process.liveness_pipe()  # ties template and workers to us
         self.pool = WorkerPool(self.session_dir, live_r, self._on_pool_event, loop,
                                os.path.join(self.session_dir, "logs"), self.config)
@@ -281,13 +283,8 @@ class NodeManager:
 
     # -- clients (drivers) -----------------------------------------------------------------------
     def on_register_client(self, msg: p.RegisterClient, peer: Peer) -> None:
-        pidfd = -1
-        try:
-            pidfd = os.pidfd_open(msg.pid)
-            self.loop.add_reader(pidfd, self._client_died, peer.identity)
-        except (AttributeError, OSError):
-            pass
-        self.clients[peer.identity] = (msg.pid, msg.address, pidfd)
+        unwatch = process.watch_exit(self.loop, msg.pid, lambda: self._client_died(peer.identity))
+        self.clients[peer.identity] = (msg.pid, msg.address, unwatch)
         total = self.store.capacity
         peer.answer(p.RegisterClientReply(msg.req_id, self.node_id, total))
 
@@ -296,10 +293,8 @@ class NodeManager:
         self._client_died(peer.identity)
 
     def _client_died(self, identity: bytes) -> None:
-        pid, address, pidfd = self.clients.pop(identity, (0, "", -1))
-        if pidfd >= 0:
-            self.loop.remove_reader(pidfd)
-            os.close(pidfd)
+        _pid, address, unwatch = self.clients.pop(identity, (0, "", lambda: None))
+        unwatch()
         self._owner_gone(identity, address)
         self._dispatch()
 
@@ -424,8 +419,6 @@ class NodeManager:
         self.pool.close()
         os.close(self._live_w)
         segments.unlink_session(self.session)
-        import shutil
-
         shutil.rmtree(self.spill_dir, ignore_errors=True)
         if final:
             # Our driver is gone (killed, or it never shut down): nobody else will remove the
@@ -437,8 +430,6 @@ class NodeManager:
 async def amain(args: dict) -> None:
     loop = asyncio.get_running_loop()
     node = NodeManager(args, loop)
-    import signal
-
     loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(node.shutdown(final=True)))
     await node.start()
     if args.get("head_address"):
@@ -456,8 +447,6 @@ async def amain(args: dict) -> None:
 def main() -> None:
     args = json.loads(sys.argv[1])
     # SIGTERM, not SIGKILL: the node must still unlink the session's segments on the way out.
-    import signal
-
     process.set_parent_death_signal(args["parent_pid"], signal.SIGTERM)
     logging.basicConfig(level=args.get("logging_level", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
