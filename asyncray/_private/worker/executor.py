@@ -168,8 +168,10 @@ class Executor:
         host = ActorHost(self, msg, peer)
         self.actor = context.actor = host
         if not host.start(msg):
-            self.rt.loop_thread.call(self.rt.endpoint.flush)
-            os._exit(1)
+            # The constructor raised: the head, told so, ends this worker through the node. Exiting
+            # here could lose that message, or let the node's death notice reach the head first.
+            self.retired = True
+            return
         if host.is_async:
             host.serve_async()
 
