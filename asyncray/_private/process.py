@@ -158,14 +158,6 @@ def stop_pid(popen: subprocess.Popen, grace: float) -> None:
         pass
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def watch_exit(loop: Any, pid: int, on_exit: Any) -> Any:

@@ -202,11 +202,6 @@ class ResourcesReply(NamedTuple):
     available: dict
 
 
-@message(37)
-class ExitWorker(NamedTuple):
-    reason: str
-
-
 @message(38)
 class ShutdownNode(NamedTuple):
     req_id: int
@@ -266,13 +261,6 @@ class LogLines(NamedTuple):
     pid: int
     name: str
     lines: list
-
-
-@message(55)
-class FunctionUnknown(NamedTuple):
-    """A worker lost its copy of a function (it was restarted): resend the task with the blob."""
-
-    task_id: bytes
 
 
 @message(56)

@@ -109,7 +109,6 @@ class Runtime:
         self.resources: dict[str, float] = {}
         self.endpoint: Endpoint = None  # type: ignore[assignment]
         self.client: CoreClient = None  # type: ignore[assignment]
-        self.extra_handlers: dict[type, Callable[[Any, Peer], None]] = {}
         self.log_to_driver = True
         self.owns_cluster = False
         self.blas_user_set = False  # workers: the user set OMP_NUM_THREADS & co. themselves
@@ -149,7 +148,6 @@ class Runtime:
                       p.JobInfoReply, p.AddBorrowerReply, p.UnregisterClientReply, p.RestoreObjectReply,
                       p.CreateActorReply, p.NamedActorReply, p.ListNamedActorsReply):
             self._handlers[reply] = c.on_reply
-        self._handlers.update(self.extra_handlers)
         c.head_address = self.head_address
 
     def add_handler(self, kind: type, fn: Callable[[Any, Peer], None]) -> None:

@@ -29,17 +29,6 @@ from asyncray._private.transport.codec import decode_batch, encode_batch
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[Any, bytes | None], None]
-"""Called in the loop thread with (message, peer): peer is the sender's identity for messages
-arriving on the ROUTER, or None for messages arriving on a DEALER (from the peer it connects to);
-`reply_to` in the message is not needed: answer with `endpoint.reply(peer, msg)` or
-`endpoint.send(address, msg)`."""
-
-
-class PeerUnreachable(Exception):
-    """A ROUTER send found no connected peer with that identity."""
-
-
 class Endpoint:
     def __init__(
         self,

@@ -57,7 +57,6 @@ def run(template_args: dict, cmd: dict) -> None:
     # Every handler is in place before the node learns we exist: a message that found no
     # handler would be lost.
     rt.add_handler(p.PushTask, executor.on_push)
-    rt.add_handler(p.ExitWorker, lambda msg, peer: tasks.put(None))
     rt.add_handler(p.CancelTask, executor.on_cancel)
     rt.add_handler(p.StartActor, lambda msg, peer: tasks.put((msg, peer)))
     rt.add_handler(p.PushActorTask, executor.on_actor_call)
