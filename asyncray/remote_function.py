@@ -17,13 +17,16 @@ class RemoteFunction(Generic[R]):
         self._function = fn
         self._options = options
         self._descriptor: Any = None
+        self._plan: dict[str, Any] = {}  # submission arguments derived from the options, per runtime
+        self._plan_client: Any = None
         self._descriptor_client: Any = None
         functools.update_wrapper(self, fn)
 
     def __getstate__(self) -> dict[str, Any]:
         # The cached descriptor belongs to this process's runtime; a copy makes its own.
         state = dict(self.__dict__)
-        state["_descriptor"] = state["_descriptor_client"] = None
+        state["_descriptor"] = state["_descriptor_client"] = state["_plan_client"] = None
+        state["_plan"] = {}
         return state
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -37,9 +40,10 @@ class RemoteFunction(Generic[R]):
         return _BoundOptions(self, opts.merge_options(self._options, task_options))
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self._remote(self._options, args, kwargs)
+        return self._remote(self, args, kwargs)
 
-    def _remote(self, options: dict[str, Any], args: tuple, kwargs: dict) -> Any:
+    def _remote(self, holder: Any, args: tuple, kwargs: dict) -> Any:
+        """Submit with the options of `holder` (this function, or an .options() of it)."""
         from asyncray._private.runtime import current_client
 
         client = current_client()
@@ -48,6 +52,17 @@ class RemoteFunction(Generic[R]):
 
             self._descriptor = FunctionDescriptor(self._function)
             self._descriptor_client = client
+        if holder._plan_client is not client:  # options -> submission arguments, once per runtime
+            holder._plan = self._derive_plan(holder._options)
+            holder._plan_client = client
+        plan = holder._plan
+        refs = client.submitter.submit_task(self._descriptor, args, kwargs, **plan)
+        num_returns = plan["num_returns"]
+        if num_returns == 0:
+            return None
+        return refs[0] if num_returns in (1, STREAMING) else refs
+
+    def _derive_plan(self, options: dict[str, Any]) -> dict[str, Any]:
         full = {**opts.TASK_DEFAULTS, **options}
         num_returns = opts.resolve_num_returns(options.get("num_returns"),
                                                inspect.isgeneratorfunction(self._function))
@@ -56,13 +71,10 @@ class RemoteFunction(Generic[R]):
                              "(the default for generator functions) instead.")
         if num_returns == "streaming":
             num_returns = STREAMING
-        refs = client.submitter.submit_task(
-            self._descriptor, args, kwargs, num_returns=num_returns, shape=opts.task_resources(full),
-            runtime_env=client_runtime_env(full.get("runtime_env")), max_retries=full["max_retries"],
-            retry_exceptions=full["retry_exceptions"], max_calls=opts.effective_max_calls(options), name=full.get("name"))
-        if num_returns == 0:
-            return None
-        return refs[0] if num_returns in (1, STREAMING) else refs
+        return {"num_returns": num_returns, "shape": opts.task_resources(full),
+                "runtime_env": client_runtime_env(full.get("runtime_env")), "max_retries": full["max_retries"],
+                "retry_exceptions": full["retry_exceptions"], "max_calls": opts.effective_max_calls(options),
+                "name": full.get("name")}
 
 
 class _BoundOptions(Generic[R]):
@@ -71,9 +83,11 @@ class _BoundOptions(Generic[R]):
     def __init__(self, rf: RemoteFunction[R], options: dict[str, Any]) -> None:
         self._rf = rf
         self._options = options
+        self._plan: dict[str, Any] = {}
+        self._plan_client: Any = None
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self._rf._remote(self._options, args, kwargs)
+        return self._rf._remote(self, args, kwargs)
 
 
 def client_runtime_env(task_env: Any) -> Any:
