@@ -23,6 +23,7 @@ test-unit: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/scheduler_decision.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

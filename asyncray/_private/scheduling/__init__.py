@@ -1,0 +1,1 @@
+"""Cluster-wide scheduling logic: node choice and placement group bundles. Pure, no I/O."""
