@@ -78,7 +78,9 @@ class ActorClass:
         if self._blob is None:
             self._blob = serialization.dumps_function(self._cls)
         full = {**opts.ACTOR_DEFAULTS, **options}
-        placement, held = opts.actor_resources(options)
+        from asyncray._private.scheduling.strategy import resolve
+
+        placed = resolve(full, *opts.actor_resources(options), f"actor {self.__name__}")
         name = full.get("name")
         namespace = full.get("namespace") or job_namespace()
         detached = full.get("lifetime") == "detached"
@@ -88,7 +90,8 @@ class ActorClass:
         token = None if detached else client.new_token(actor_id)
         spec = {
             "class_name": self.__name__, "class_blob": self._blob, "args_blob": args_blob, "deps": dep_payloads,
-            "shape": held, "placement": placement, "max_restarts": full.get("max_restarts") or 0,
+            "shape": placed.held, "placement": placed.placement, "strategy": placed.strategy,
+            "placement_group": placed.placement_group, "max_restarts": full.get("max_restarts") or 0,
             "max_task_retries": full.get("max_task_retries") or 0,
             "max_concurrency": full.get("max_concurrency"), "concurrency_groups": full.get("concurrency_groups"),
             "is_async": self._is_async, "methods": self._methods,

@@ -7,6 +7,7 @@ from typing import Any, Callable, Generic, TypeVar
 
 from asyncray._private import options as opts
 from asyncray._private.protocol import STREAMING
+from asyncray._private.scheduling import strategy as _strategy
 
 R = TypeVar("R")
 
@@ -19,6 +20,7 @@ class RemoteFunction(Generic[R]):
         self._descriptor: Any = None
         self._plan: dict[str, Any] = {}  # submission arguments derived from the options, per runtime
         self._plan_client: Any = None
+        self._inherits_group = False
         self._descriptor_client: Any = None
         functools.update_wrapper(self, fn)
 
@@ -54,8 +56,12 @@ class RemoteFunction(Generic[R]):
             self._descriptor_client = client
         if holder._plan_client is not client:  # options -> submission arguments, once per runtime
             holder._plan = self._derive_plan(holder._options)
+            holder._inherits_group = _strategy.inherits_group(holder._options)
             holder._plan_client = client
         plan = holder._plan
+        if holder._inherits_group and _strategy.current_group() is not None:
+            # Created by a task that runs in a placement group: may join it (decided per call).
+            plan = {**plan, **self._placement(holder._options)}
         refs = client.submitter.submit_task(self._descriptor, args, kwargs, **plan)
         num_returns = plan["num_returns"]
         if num_returns == 0:
@@ -71,10 +77,15 @@ class RemoteFunction(Generic[R]):
                              "(the default for generator functions) instead.")
         if num_returns == "streaming":
             num_returns = STREAMING
-        return {"num_returns": num_returns, "shape": opts.task_resources(full),
-                "runtime_env": client_runtime_env(full.get("runtime_env")), "max_retries": full["max_retries"],
-                "retry_exceptions": full["retry_exceptions"], "max_calls": opts.effective_max_calls(options),
-                "name": full.get("name")}
+        return {"num_returns": num_returns, "runtime_env": client_runtime_env(full.get("runtime_env")),
+                "max_retries": full["max_retries"], "retry_exceptions": full["retry_exceptions"],
+                "max_calls": opts.effective_max_calls(options), "name": full.get("name"), **self._placement(options)}
+
+    def _placement(self, options: dict[str, Any]) -> dict[str, Any]:
+        full = {**opts.TASK_DEFAULTS, **options}
+        shape = opts.task_resources(full)
+        placed = _strategy.resolve(full, shape, shape, f"task {getattr(self._function, '__qualname__', 'f')}")
+        return {"shape": placed.held, "strategy": placed.strategy, "placement_group": placed.placement_group}
 
 
 class _BoundOptions(Generic[R]):
@@ -85,6 +96,7 @@ class _BoundOptions(Generic[R]):
         self._options = options
         self._plan: dict[str, Any] = {}
         self._plan_client: Any = None
+        self._inherits_group = False
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         return self._rf._remote(self, args, kwargs)

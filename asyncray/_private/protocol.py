@@ -121,6 +121,9 @@ class RequestLease(NamedTuple):
     shape: dict
     job_id: int
     runtime_env: Any  # None or a validated runtime_env dict
+    # None (DEFAULT), "SPREAD" or ["NODE", node_id, soft, spill_on_unavailable]. Placement
+    # groups need none: the shape names the bundle's resources (scheduling/bundles.py).
+    strategy: Any = None
 
 
 @message(24)
@@ -228,6 +231,7 @@ class PushTask(NamedTuple):
     cpus: float
     max_calls: int
     gpu_ids: list
+    placement_group: Any = None  # [pg_id, capture_child_tasks] of a task placed in a group
 
 
 @message(51)
@@ -475,3 +479,86 @@ class LeaseInfeasible(NamedTuple):
     req_id: int
     missing: dict  # resource -> amount asked, for the resources no node has enough of
     available: dict  # the node's total resources
+
+
+# -- placement groups: owner <-> head <-> nodes ------------------------------------------------
+@message(100)
+class CreatePlacementGroup(NamedTuple):
+    req_id: int
+    pg_id: bytes
+    spec: dict  # bundles, strategy, name, namespace, lifetime, job_id, owner_address
+
+
+@message(101)
+class PlacementGroupReply(NamedTuple):
+    """Answers Create/Remove (error: a pickled exception, or None) and WaitPlacementGroup
+    (sent once the group is created, or with the error that ends the wait)."""
+
+    req_id: int
+    error: bytes | None
+
+
+@message(102)
+class RemovePlacementGroup(NamedTuple):
+    req_id: int
+    pg_id: bytes
+
+
+@message(103)
+class WaitPlacementGroup(NamedTuple):
+    req_id: int
+    pg_id: bytes
+
+
+@message(104)
+class GetPlacementGroups(NamedTuple):
+    """pg_id set: that group; name set: the group of that name in `namespace`; else all."""
+
+    req_id: int
+    pg_id: bytes | None
+    name: str
+    namespace: str
+
+
+@message(105)
+class PlacementGroupsReply(NamedTuple):
+    req_id: int
+    groups: list  # of placement_group_table() dicts
+
+
+@message(106)
+class ReserveBundles(NamedTuple):
+    """Head -> node: take these bundles' resources out of the node's own, as group resources."""
+
+    req_id: int
+    pg_id: bytes
+    bundles: list  # [[index, {resource: units}], ...]
+
+
+@message(107)
+class ReserveBundlesReply(NamedTuple):
+    req_id: int
+    ok: bool
+    total: dict  # the node's resources after the change, in units
+    free: dict
+
+
+@message(108)
+class ReleaseBundles(NamedTuple):
+    """Head -> node: give the group's bundle resources back to the node. `removed`: the group
+    is gone, so also end what runs in it and fail what waits for it (then sent to every node:
+    work may wait on any node for a group that never got placed); else a placement attempt is
+    undone. Answered by a ReserveBundlesReply when req_id is not 0."""
+
+    req_id: int
+    pg_id: bytes
+    removed: bool
+
+
+@message(109)
+class ResourceReport(NamedTuple):
+    """Node -> head: its resources changed (bundles released, leases came or went)."""
+
+    node_id: bytes
+    total: dict  # units
+    free: dict

@@ -146,7 +146,8 @@ class Runtime:
         for reply in (p.LeaseGranted, p.LeaseFailed, p.CreateObjectReply, p.ObjectReply, p.RegisterJobReply,
                       p.RegisterClientReply, p.NodesReply, p.ResourcesReply, p.KVReply, p.ShutdownNodeReply,
                       p.JobInfoReply, p.AddBorrowerReply, p.UnregisterClientReply, p.RestoreObjectReply,
-                      p.CreateActorReply, p.NamedActorReply, p.ListNamedActorsReply):
+                      p.CreateActorReply, p.NamedActorReply, p.ListNamedActorsReply, p.PlacementGroupReply,
+                      p.PlacementGroupsReply):
             self._handlers[reply] = c.on_reply
         c.head_address = self.head_address
 

@@ -251,7 +251,8 @@ def test_reserved_bundle_resources_and_task_shape():
                    f"GPU_group_{pg}": 10_000, f"bundle_group_1_{pg}": 10_000_000, f"bundle_group_{pg}": 10_000_000}
     assert b.shape_in_bundle(CPU1, pg, -1) == {f"CPU_group_{pg}": 10_000, f"bundle_group_{pg}": 10}
     assert b.shape_in_bundle({}, pg, 0) == {f"bundle_group_0_{pg}": 10}
-    assert b.is_group_resource(f"CPU_group_0_{pg}", pg) and not b.is_group_resource("CPU", pg)
+    assert b.group_of(f"CPU_group_0_{pg}") == pg and b.group_of(f"bundle_group_{pg}") == pg
+    assert b.group_of("CPU") is None
 
 
 def test_work_in_a_bundle_lands_on_its_node():

@@ -77,6 +77,7 @@ class CoreClient:
 
         self.actor_submitter = ActorSubmitter(self)
         self.head_address = ""
+        self.removed_placement_groups: set[bytes] = set()  # removed by this process: refused at submit
         self._free_hooks: dict[bytes, Callable[[], None]] = {}  # owned ids -> run when freed
         self.node_dead: str | None = None  # why our node manager is gone, once it is
         # Hooks a worker sets so the node can lend its CPU while it blocks in get.
@@ -598,6 +599,24 @@ class CoreClient:
         with self.lock:
             self.objects[oid] = entry
         return ObjectRef(oid, self.address, self)
+
+    def ref_from_request(self, address: str, make: Callable[[int], Any], to_payload: Callable[[Any], list]) -> Any:
+        """Any thread: an ObjectRef we own whose value is `to_payload(reply)` of a request (the
+        reply arrives whenever the peer decides, e.g. when a placement group is created). If
+        the peer dies first, the ref raises the peer's death."""
+        from asyncray.object_ref import ObjectRef
+
+        oid = ids.object_id(self.task_ids.next_task_id(), 1)
+        with self.lock:
+            self.objects[oid] = Entry(owned=True)
+        ref = ObjectRef(oid, self.address, self)
+
+        def failed(addr: str, reason: str) -> None:
+            self._set_payload(oid, self._error_payload(peer_error(addr, reason, self.node_address)))
+
+        self.endpoint.call_threadsafe(self._request, address, make, lambda msg: self._set_payload(oid, to_payload(msg)),
+                                      failed)
+        return ref
 
     def _store_serialized(self, oid: bytes, ser: serialization.Serialized, owner: str | None = None) -> list:
         """Small values travel inline; large ones go to the node's store (any thread but the loop's)."""

@@ -35,10 +35,12 @@ class ShapeQueue:
     leased workers; keyed by function as Ray's scheduling classes are, so a slow function's
     calls never queue behind another function's."""
 
-    __slots__ = ("key", "shape", "runtime_env", "pending", "leases", "requests", "avg_s", "single")
+    __slots__ = ("key", "shape", "runtime_env", "pending", "leases", "requests", "avg_s", "single", "strategy")
 
-    def __init__(self, key: tuple, shape: dict[str, float], runtime_env: Any, single: bool) -> None:
+    def __init__(self, key: tuple, shape: dict[str, float], runtime_env: Any, single: bool,
+                 strategy: Any = None) -> None:
         self.key = key
+        self.strategy = strategy
         self.shape = shape
         self.runtime_env = runtime_env
         self.pending: deque = deque()

@@ -36,7 +36,8 @@ class _Dep:
 class TaskSpec:
     __slots__ = ("task_id", "name", "fn_id", "fn_blob", "args_blob", "dep_refs", "dep_payloads", "num_returns",
                  "return_ids", "queue_key", "shape", "runtime_env", "retries_left", "retry_exceptions",
-                 "single", "waiting", "pushed_at", "cpus", "max_calls", "cancelled", "nested_refs")
+                 "single", "waiting", "pushed_at", "cpus", "max_calls", "cancelled", "nested_refs",
+                 "placement_group", "strategy")
 
 
 class FunctionDescriptor:
@@ -70,7 +71,8 @@ class TaskSubmitter:
 
     def submit_task(self, fn: FunctionDescriptor, args: tuple, kwargs: dict, *, num_returns: int,
                     shape: dict[str, float], runtime_env: Any, max_retries: int, retry_exceptions: Any,
-                    max_calls: int, name: str | None = None) -> list:
+                    max_calls: int, name: str | None = None, strategy: Any = None,
+                    placement_group: Any = None) -> list:
         from asyncray.object_ref import ObjectRef
 
         spec = TaskSpec()
@@ -85,7 +87,9 @@ class TaskSubmitter:
         spec.shape = shape
         spec.cpus = shape.get("CPU", 0.0)
         spec.runtime_env = runtime_env
-        spec.queue_key = (fn.fn_id, tuple(sorted(shape.items())), repr(runtime_env), max_calls > 0)
+        spec.queue_key = (fn.fn_id, tuple(sorted(shape.items())), repr(runtime_env), max_calls > 0, repr(strategy))
+        spec.placement_group = placement_group
+        spec.strategy = strategy
         spec.retries_left = max_retries
         spec.retry_exceptions = retry_exceptions
         spec.single = max_calls > 0
@@ -204,7 +208,8 @@ class TaskSubmitter:
     def _enqueue(self, spec: TaskSpec, front: bool = False) -> None:
         q = self._queues.get(spec.queue_key)
         if q is None:
-            q = self._queues[spec.queue_key] = ShapeQueue(spec.queue_key, spec.shape, spec.runtime_env, spec.single)
+            q = self._queues[spec.queue_key] = ShapeQueue(spec.queue_key, spec.shape, spec.runtime_env, spec.single,
+                                                          spec.strategy)
         if front:
             q.pending.appendleft(spec)
         else:
@@ -226,7 +231,8 @@ class TaskSubmitter:
                 lease.linger = None
         for _ in range(q.wanted_requests(cfg.lease_pipeline_depth, cfg.max_leases_per_shape)):
             rid = self.client._request(self.client.node_address,
-                                       lambda rid: p.RequestLease(rid, q.shape, self.client.job_id, q.runtime_env),
+                                       lambda rid: p.RequestLease(rid, q.shape, self.client.job_id, q.runtime_env,
+                                                                  q.strategy),
                                        self._on_lease_reply)
             q.requests.add(rid)
             self._lease_of_request[rid] = q
@@ -273,7 +279,7 @@ class TaskSubmitter:
         self.endpoint.send(lease.address, p.PushTask(
             spec.task_id, spec.name, spec.fn_id, blob, spec.args_blob, spec.dep_payloads, spec.num_returns,
             self.client.job_id, self.client.address, self.client.driver_address, spec.cpus, spec.max_calls,
-            lease.gpu_ids))
+            lease.gpu_ids, spec.placement_group))
 
     def on_task_reply(self, msg: p.TaskReply, peer: Peer) -> None:
         found = self._task_lease.pop(msg.task_id, None)

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from asyncray._private.head.tables import SpecNamed
 from asyncray._private.protocol import ALIVE, DEAD, PENDING_CREATION, RESTARTING
 
 
 @dataclass
-class ActorRecord:
+class ActorRecord(SpecNamed):
     actor_id: bytes
     spec: dict
     state: str = PENDING_CREATION
@@ -24,20 +25,9 @@ class ActorRecord:
     num_restarts: int = 0
     lease_id: int | None = None
     lease_req: int | None = None
+    node_id: bytes | None = None  # where its lease is (or was asked for)
     error: bytes | None = None
     subscribers: set = field(default_factory=set)
-
-    @property
-    def name(self) -> str | None:
-        return self.spec.get("name")
-
-    @property
-    def namespace(self) -> str:
-        return self.spec.get("namespace") or ""
-
-    @property
-    def detached(self) -> bool:
-        return self.spec.get("lifetime") == "detached"
 
     @property
     def owner(self) -> str:

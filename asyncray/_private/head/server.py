@@ -15,6 +15,10 @@ from typing import Any
 
 from asyncray._private import process, protocol as p
 from asyncray._private.head.actors import ActorRecord, ActorTable
+from asyncray._private.head.placement_groups import CREATED, PENDING, REMOVED, GroupRecord, GroupTable
+from asyncray._private.node.resources import to_units
+from asyncray._private.scheduling import bundles
+from asyncray._private.scheduling.cluster import ClusterView, NodeAffinity
 from asyncray._private.head.snapshot import Snapshot
 from asyncray._private.head.tables import NodeInfo, Tables
 from asyncray._private.transport.sockets import Endpoint, Peer
@@ -51,15 +55,25 @@ class HeadServer:
             p.LeaseGranted: self.on_lease_granted,
             p.LeaseFailed: self.on_lease_failed,
             p.LeaseWorkerDied: self.on_lease_worker_died,
+            p.CreatePlacementGroup: self.on_create_placement_group,
+            p.RemovePlacementGroup: self.on_remove_placement_group,
+            p.WaitPlacementGroup: self.on_wait_placement_group,
+            p.GetPlacementGroups: self.on_get_placement_groups,
+            p.ReserveBundlesReply: self.on_reserve_bundles_reply,
+            p.ResourceReport: self.on_resource_report,
             p.RegisterClientReply: lambda msg, peer: None,
             # Actor deaths reach us as LeaseWorkerDied; the node's death notices are not ours.
             p.PeerDied: lambda msg, peer: None,
         }
         self.actors = ActorTable()
+        self.groups = GroupTable()
+        self.view = ClusterView(seed=int.from_bytes(os.urandom(4), "big"))
+        self.node_addresses: dict[bytes, str] = {}  # alive node id -> address the head sends to
         self._lease_reqs: dict[int, bytes] = {}  # lease request id -> actor id
+        self._reservations: dict[int, bytes] = {}  # ReserveBundles request id -> group id
+        self._removals: dict[int, list] = {}  # ReleaseBundles request id -> [identity, req_id, nodes left]
+        self._unplaced: set[bytes] = set()  # actors no node can hold now; tried again when nodes or groups come
         self._req_ids = iter(range(1, 1 << 62))
-        self.node_address = ""  # the node actors are placed on (one node until the cluster issue)
-        self.node_resources: dict = {}
         self._commit_scheduled = False
         live = args.get("liveness_fd")
         if live is not None:
@@ -81,12 +95,33 @@ class HeadServer:
         peer.answer(p.RegisterNodeReply(msg.req_id, self.incarnation))
         # The head leases workers for actors from the node, as a client of it.
         tcp, _, ipc = msg.address.partition("|")
-        self.node_address = ipc or tcp
-        self.node_resources = msg.resources
-        self.endpoint.send(self.node_address, p.RegisterClient(0, b"head", os.getpid(), self.ipc_address, 0))
-        for rec in self.actors.actors.values():
-            if rec.state in (p.PENDING_CREATION, p.RESTARTING) and rec.lease_req is None:
-                self._schedule(rec)
+        address = self.node_addresses[msg.node_id] = ipc or tcp
+        self.view.add_node(msg.node_id, to_units(msg.resources))
+        self.endpoint.send(address, p.RegisterClient(0, b"head", os.getpid(), self.ipc_address, 0))
+        self._resources_changed(new_node=True)
+
+    def on_resource_report(self, msg: p.ResourceReport, peer: Peer) -> None:
+        if msg.node_id in self.view.nodes:
+            self.view.set_total(msg.node_id, msg.total, msg.free)
+            self._resources_changed()
+
+    def _resources_changed(self, new_node: bool = False) -> None:
+        """Resources came free or a node joined: place what waits, oldest first."""
+        for pg_id in list(self.groups.pending):
+            rec = self.groups.groups[pg_id]
+            if not rec.reserving:
+                self._place_group(rec)
+        if new_node:
+            for aid in list(self._unplaced):
+                rec = self.actors.actors.get(aid)
+                self._unplaced.discard(aid)
+                if rec is not None and rec.state in (p.PENDING_CREATION, p.RESTARTING) and rec.lease_req is None:
+                    self._schedule(rec)
+
+    def _node_send(self, node_id: bytes | None, msg: Any) -> None:
+        address = self.node_addresses.get(node_id) if node_id is not None else None
+        if address:
+            self.endpoint.send(address, msg)
 
     # -- actors ----------------------------------------------------------------------------------
     def on_create_actor(self, msg: p.CreateActor, peer: Peer) -> None:
@@ -111,24 +146,48 @@ class HeadServer:
         self._schedule(rec)
 
     def _schedule(self, rec: ActorRecord) -> None:
-        if not self.node_address:
-            return  # placed when a node registers
         placement = rec.spec.get("placement", {})
-        missing = {k: v for k, v in placement.items() if self.node_resources.get(k, 0) < v}
-        if missing:
-            logger.warning("actor %s needs %s, more than any node has (%s): it stays pending until a node that "
-                           "fits joins", rec.spec.get("class_name"), placement, self.node_resources)
+        strategy = rec.spec.get("strategy")
+        if isinstance(strategy, list):
+            strategy = NodeAffinity(strategy[1], strategy[2], strategy[3])
+        group = rec.spec.get("placement_group")
+        if group is not None and self._group_gone(group[0]):
+            self._set_dead(rec, _died_error(rec.actor_id, "cannot start: its placement group was removed.",
+                                            rec.spec.get("class_name")))
+            return
+        decision = self.view.pick(to_units(placement), strategy)
+        if decision.unschedulable:
+            from asyncray._private.serialization import dumps_exception
+            from asyncray.exceptions import ActorUnschedulableError
+
+            self._set_dead(rec, dumps_exception(ActorUnschedulableError(decision.unschedulable)))
+            return
+        if decision.node_id is None:
+            if not self.view.nodes:
+                pass  # placed when a node registers
+            elif group is None:
+                logger.warning("actor %s needs %s, more than any node has: it stays pending until a node that "
+                               "fits joins", rec.spec.get("class_name"), placement)
+            self._unplaced.add(rec.actor_id)
+            return
         rid = next(self._req_ids)
         rec.lease_req = rid
+        rec.node_id = decision.node_id
         self._lease_reqs[rid] = rec.actor_id
-        self.endpoint.send(self.node_address, p.RequestLease(rid, rec.spec.get("shape", {}), rec.spec.get("job_id", 0),
-                                                            rec.spec.get("runtime_env")))
+        # The node must not decide again: the head has chosen it (it queues the lease while busy).
+        self._node_send(decision.node_id, p.RequestLease(rid, rec.spec.get("shape", {}), rec.spec.get("job_id", 0),
+                                                         rec.spec.get("runtime_env"),
+                                                         ["NODE", decision.node_id, False, False]))
+
+    def _group_gone(self, pg_id: bytes) -> bool:
+        g = self.groups.groups.get(pg_id)
+        return g is None or g.state == REMOVED
 
     def on_lease_granted(self, msg: p.LeaseGranted, peer: Peer) -> None:
         aid = self._lease_reqs.pop(msg.req_id, None)
         rec = self.actors.actors.get(aid) if aid is not None else None
         if rec is None or rec.state == p.DEAD:
-            self.endpoint.send(self.node_address, p.ReturnLease(msg.lease_id, True))
+            self._node_send(peer.identity, p.ReturnLease(msg.lease_id, True))
             return
         rec.lease_req = None
         self.actors.set_lease(rec, msg.lease_id)
@@ -140,7 +199,17 @@ class HeadServer:
         aid = self._lease_reqs.pop(msg.req_id, None)
         rec = self.actors.actors.get(aid) if aid is not None else None
         if rec is not None:
-            self._set_dead(rec, msg.error)
+            from asyncray._private.serialization import deserialize_exception, dumps_exception
+            from asyncray.exceptions import ActorUnschedulableError, TaskPlacementGroupRemoved, TaskUnschedulableError
+
+            err = deserialize_exception(msg.error)
+            if isinstance(err, TaskUnschedulableError):
+                self._set_dead(rec, dumps_exception(ActorUnschedulableError(err.error_message)))
+            elif isinstance(err, TaskPlacementGroupRemoved):
+                self._set_dead(rec, _died_error(rec.actor_id, "cannot start: its placement group was removed.",
+                                                rec.spec.get("class_name")))
+            else:
+                self._set_dead(rec, msg.error)
 
     def on_actor_started(self, msg: p.ActorStarted, peer: Peer) -> None:
         rec = self.actors.actors.get(msg.actor_id)
@@ -154,7 +223,7 @@ class HeadServer:
             lease = rec.lease_id
             self._set_dead(rec, dumps_exception(ActorDiedError(deserialize_exception(msg.error))))
             if lease is not None:
-                self.endpoint.send(self.node_address, p.ReturnLease(lease, True))
+                self._node_send(rec.node_id, p.ReturnLease(lease, True))
             return
         self.actors.alive(rec, rec.address)
         self._publish(rec)
@@ -189,10 +258,11 @@ class HeadServer:
         else:
             self._crashed(rec, "it was killed by ray.kill(no_restart=False)")
         if lease is not None:
-            self.endpoint.send(self.node_address, p.ReturnLease(lease, True))
+            self._node_send(rec.node_id, p.ReturnLease(lease, True))
         elif rec.lease_req is not None and rec.state == p.DEAD:
             self._lease_reqs.pop(rec.lease_req, None)
-            self.endpoint.send(self.node_address, p.CancelLeaseRequest(rec.lease_req))
+            self._node_send(rec.node_id, p.CancelLeaseRequest(rec.lease_req))
+        self._unplaced.discard(rec.actor_id)
 
     def on_actor_exited(self, msg: p.ActorExited, peer: Peer) -> None:
         rec = self.actors.actors.get(msg.actor_id)
@@ -203,6 +273,130 @@ class HeadServer:
     def on_owner_died(self, msg: p.OwnerDied, peer: Peer) -> None:
         for rec in self.actors.owned_by(msg.address):
             self.on_kill_actor(p.KillActor(rec.actor_id, True), peer)
+        for group in self.groups.owned_by(msg.address):  # groups fate-share with their creator
+            self._remove_group(group)
+
+    # -- placement groups ------------------------------------------------------------------------
+    def on_create_placement_group(self, msg: p.CreatePlacementGroup, peer: Peer) -> None:
+        spec = msg.spec
+        if spec.get("name") and self.groups.named(spec.get("namespace") or "", spec["name"]) is not None:
+            from asyncray._private.serialization import dumps_exception
+
+            err = ValueError(f"Placement group name {spec['name']!r} is already taken in namespace "
+                             f"{spec.get('namespace')!r}. Use another name, or get_placement_group({spec['name']!r}).")
+            peer.answer(p.PlacementGroupReply(msg.req_id, dumps_exception(err)))
+            return
+        rec = GroupRecord(msg.pg_id, spec)
+        self.groups.add(rec)
+        peer.answer(p.PlacementGroupReply(msg.req_id, None))
+        self._place_group(rec)
+
+    def _place_group(self, rec: GroupRecord) -> None:
+        units = [to_units(b) for b in rec.spec["bundles"]]
+        rec.attempts += 1
+        nodes = bundles.place(self.view, units, rec.spec["strategy"])
+        if nodes is None:
+            if not rec.warned and self.view.nodes and not bundles.feasible(self.view, units, rec.spec["strategy"]):
+                rec.warned = True
+                logger.warning("placement group %s (%s, %s) cannot be placed on the nodes of this cluster; it stays "
+                               "pending until nodes that fit join", rec.pg_id.hex(), rec.spec["strategy"],
+                               rec.spec["bundles"])
+            return
+        rec.nodes = nodes
+        per_node: dict[bytes, list] = {}
+        for index, (node_id, need) in enumerate(zip(nodes, units)):
+            per_node.setdefault(node_id, []).append([index, need])
+            self.view.acquire(node_id, need)  # until the node's reply says what it has now
+        for node_id, items in per_node.items():
+            rid = next(self._req_ids)
+            rec.reserving[rid] = node_id
+            self._reservations[rid] = rec.pg_id
+            self._node_send(node_id, p.ReserveBundles(rid, rec.pg_id, items))
+
+    def on_reserve_bundles_reply(self, msg: p.ReserveBundlesReply, peer: Peer) -> None:
+        removal = self._removals.pop(msg.req_id, None)
+        if removal is not None:  # a node has let go of a removed group
+            if peer.identity in self.view.nodes:
+                self.view.set_total(peer.identity, msg.total, msg.free)
+            removal[2] -= 1
+            if removal[2] == 0:
+                if removal[0] is not None:
+                    self.endpoint.reply(removal[0], p.PlacementGroupReply(removal[1], None))
+                self._resources_changed()
+            return
+        pg_id = self._reservations.pop(msg.req_id, None)
+        rec = self.groups.groups.get(pg_id) if pg_id is not None else None
+        node_id = rec.reserving.pop(msg.req_id, None) if rec is not None else None
+        if node_id is not None and node_id in self.view.nodes:
+            self.view.set_total(node_id, msg.total, msg.free)
+        if rec is None or rec.state == REMOVED or node_id is None:
+            return
+        if not msg.ok:
+            rec.refused = True
+        if rec.reserving:
+            return
+        if rec.refused:  # someone's view was stale: give back what was reserved, try again later
+            for node in set(rec.nodes):
+                self._node_send(node, p.ReleaseBundles(0, rec.pg_id, False))
+            self.groups.requeue(rec)
+            return
+        self.groups.created(rec)
+        for identity, req_id in rec.waiters:
+            self.endpoint.reply(identity, p.PlacementGroupReply(req_id, None))
+        rec.waiters.clear()
+        self._resources_changed(new_node=True)  # actors waiting for this group
+
+    def on_wait_placement_group(self, msg: p.WaitPlacementGroup, peer: Peer) -> None:
+        rec = self.groups.groups.get(msg.pg_id)
+        if rec is not None and rec.state == CREATED:
+            peer.answer(p.PlacementGroupReply(msg.req_id, None))
+        elif rec is not None and rec.state == PENDING:
+            rec.waiters.append((peer.identity, msg.req_id))
+        else:
+            peer.answer(p.PlacementGroupReply(msg.req_id, _group_removed_error(msg.pg_id, rec is not None)))
+
+    def on_remove_placement_group(self, msg: p.RemovePlacementGroup, peer: Peer) -> None:
+        rec = self.groups.groups.get(msg.pg_id)
+        if rec is not None and rec.state != REMOVED and self.node_addresses:
+            self._remove_group(rec, (peer.identity, msg.req_id))  # answered once every node let go
+        else:
+            peer.answer(p.PlacementGroupReply(msg.req_id, None))
+
+    def _remove_group(self, rec: GroupRecord, remover: tuple | None = None) -> None:
+        was_created = rec.state == CREATED or rec.reserving
+        self.groups.removed(rec)
+        for identity, req_id in rec.waiters:
+            self.endpoint.reply(identity, p.PlacementGroupReply(req_id, _group_removed_error(rec.pg_id, True)))
+        rec.waiters.clear()
+        # Its actors are dead for good (ActorDiedError), before their workers are killed.
+        for actor in list(self.actors.actors.values()):
+            group = actor.spec.get("placement_group")
+            if group is not None and group[0] == rec.pg_id and actor.state != p.DEAD:
+                self._set_dead(actor, _died_error(actor.actor_id, "died: its placement group was removed.",
+                                                  actor.spec.get("class_name")))
+                self._unplaced.discard(actor.actor_id)
+                if actor.lease_req is not None:
+                    self._lease_reqs.pop(actor.lease_req, None)
+        if was_created:
+            for node_id, need in zip(rec.nodes, rec.spec["bundles"]):
+                self.view.release(node_id, to_units(need))  # until the node's report
+        # Every node: work may wait for this group anywhere.
+        removal = [remover[0] if remover else None, remover[1] if remover else 0, len(self.node_addresses)]
+        for address in self.node_addresses.values():
+            rid = next(self._req_ids)
+            self._removals[rid] = removal
+            self.endpoint.send(address, p.ReleaseBundles(rid, rec.pg_id, True))
+
+    def on_get_placement_groups(self, msg: p.GetPlacementGroups, peer: Peer) -> None:
+        if msg.pg_id is not None:
+            rec = self.groups.groups.get(msg.pg_id)
+            found = [rec] if rec is not None else []
+        elif msg.name:
+            rec = self.groups.named(msg.namespace, msg.name)
+            found = [rec] if rec is not None else []
+        else:
+            found = list(self.groups.groups.values())
+        peer.answer(p.PlacementGroupsReply(msg.req_id, [r.table() for r in found]))
 
     def on_subscribe_actor(self, msg: p.SubscribeActor, peer: Peer) -> None:
         rec = self.actors.actors.get(msg.actor_id)
@@ -235,6 +429,8 @@ class HeadServer:
 
     def on_job_finished(self, msg: p.JobFinished, peer: Peer) -> None:
         self.tables.finish_job(msg.job_id)
+        for group in self.groups.of_job(msg.job_id):
+            self._remove_group(group)
 
     def on_get_nodes(self, msg: p.GetNodes, peer: Peer) -> None:
         peer.answer(p.NodesReply(msg.req_id, self.tables.node_list()))
@@ -248,6 +444,13 @@ class HeadServer:
     def _parent_gone(self) -> None:
         self.loop.remove_reader(self.args["liveness_fd"])
         self.stopped.set()
+
+
+def _group_removed_error(pg_id: bytes, known: bool) -> bytes:
+    from asyncray._private.serialization import dumps_exception
+
+    what = "was removed" if known else "is unknown to this cluster"
+    return dumps_exception(ValueError(f"Placement group {pg_id.hex()} {what}: it will never be ready."))
 
 
 def _died_error(actor_id: bytes, what: str, class_name: str | None = None) -> bytes:

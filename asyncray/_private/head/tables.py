@@ -10,6 +10,24 @@ import os
 from dataclasses import dataclass, field
 
 
+class SpecNamed:
+    """Name, namespace and lifetime of a record created from a user's spec (actor or group)."""
+
+    spec: dict
+
+    @property
+    def name(self) -> str:
+        return self.spec.get("name") or ""
+
+    @property
+    def namespace(self) -> str:
+        return self.spec.get("namespace") or ""
+
+    @property
+    def detached(self) -> bool:
+        return self.spec.get("lifetime") == "detached"
+
+
 @dataclass
 class NodeInfo:
     node_id: bytes

@@ -25,11 +25,13 @@ from typing import Any
 
 from asyncray._private import process, protocol as p
 from asyncray._private.ids import random_id
-from asyncray._private.node.resources import ResourcePool
+from asyncray._private.node.resources import ResourcePool, to_units
 from asyncray._private.node.scheduler import LeaseRequest, LeaseScheduler
 from asyncray._private.node.worker_pool import PRESTARTED, WorkerPool, WorkerRecord, env_key
 from asyncray._private.object_store import segments
 from asyncray._private.object_store.store import ObjectStore, StoreFull
+from asyncray._private.scheduling import bundles
+from asyncray._private.scheduling.cluster import SPREAD, ClusterView, NodeAffinity
 from asyncray._private.transport.sockets import Endpoint, Peer
 
 logger = logging.getLogger("asyncray.node")
@@ -91,9 +93,18 @@ class NodeManager:
             p.RegisterNodeReply: self.on_register_node_reply,
             p.UnregisterClient: self.on_unregister_client,
             p.RestoreObject: self.on_restore_object,
+            p.ReserveBundles: self.on_reserve_bundles,
+            p.ReleaseBundles: self.on_release_bundles,
         }
         self.num_cpus = int(self.resources.get("CPU", 0))
         self.free_gpus: list[int] = list(range(int(self.resources.get("GPU", 0))))
+        # The nodes a lease may go to, for strategies (this node only until the cluster view
+        # reaches nodes) and the placement group bundles reserved here: group hex -> bundles.
+        self.view = ClusterView()
+        self.view.add_node(self.node_id, self.scheduler.pool.total)
+        self.bundles: dict[str, list[dict[str, int]]] = {}
+        self.removed_groups: set[str] = set()
+        self._report_due = False
 
     # -- start-up ------------------------------------------------------------------------------
     def on_register_node_reply(self, msg: p.RegisterNodeReply, peer: Peer) -> None:
@@ -179,19 +190,106 @@ class NodeManager:
     # -- leases ----------------------------------------------------------------------------------
     def on_request_lease(self, msg: p.RequestLease, peer: Peer) -> None:
         shape = {k: float(v) for k, v in msg.shape.items()}
+        if self._group_removed(shape):
+            self._lease_failed(peer.identity, msg.req_id, self._group_removed_error())
+            return
+        if msg.strategy is not None:
+            strategy = SPREAD if msg.strategy == SPREAD else NodeAffinity(*msg.strategy[1:])
+            decision = self.view.pick(to_units(shape), strategy, local=self.node_id)
+            if decision.unschedulable:
+                from asyncray.exceptions import TaskUnschedulableError
+
+                self._lease_failed(peer.identity, msg.req_id, TaskUnschedulableError(decision.unschedulable))
+                return
         req = LeaseRequest(msg.req_id, peer.identity, shape, {}, msg.job_id, msg.runtime_env)
         self.scheduler.submit(req)
         for bad in self.scheduler.newly_infeasible():
+            if any(bundles.group_of(k) for k in bad.shape):
+                continue  # it waits for its placement group's bundles, not for a node
             missing = self.scheduler.pool.missing(bad.units)
             logger.warning("a lease needs %s but this node has %s: it stays pending until a node that fits joins",
                            bad.shape, self.resources)
             self.endpoint.reply(bad.owner, p.LeaseInfeasible(bad.req_id, missing, self.resources))
         self._dispatch()
 
+    def _lease_failed(self, owner: bytes, req_id: int, error: BaseException) -> None:
+        from asyncray._private.serialization import dumps_exception
+
+        self.endpoint.reply(owner, p.LeaseFailed(req_id, dumps_exception(error)))
+
+    def _group_removed(self, shape: dict) -> bool:
+        return bool(self.removed_groups) and any(bundles.group_of(k) in self.removed_groups for k in shape)
+
+    @staticmethod
+    def _group_removed_error() -> BaseException:
+        from asyncray.exceptions import TaskPlacementGroupRemoved
+
+        return TaskPlacementGroupRemoved()
+
+    # -- placement group bundles -----------------------------------------------------------------
+    def on_reserve_bundles(self, msg: p.ReserveBundles, peer: Peer) -> None:
+        pool = self.scheduler.pool
+        pg_hex = msg.pg_id.hex()
+        need: dict[str, int] = {}
+        for _index, units in msg.bundles:
+            for k, v in units.items():
+                need[k] = need.get(k, 0) + v
+        ok = pg_hex not in self.removed_groups and pool.fits(need)
+        if ok:
+            pool.acquire(need)
+            held = self.bundles.setdefault(pg_hex, [])
+            for index, units in msg.bundles:
+                pool.grow(bundles.reserved_resources(pg_hex, index, units))
+                held.append(units)
+            self.view.set_total(self.node_id, pool.total, pool.free)
+        peer.answer(p.ReserveBundlesReply(msg.req_id, ok, pool.total, pool.free))
+        if ok:
+            self._dispatch()  # work may be waiting for these bundles
+
+    def on_release_bundles(self, msg: p.ReleaseBundles, peer: Peer) -> None:
+        pg_hex = msg.pg_id.hex()
+        pool = self.scheduler.pool
+        if msg.removed:
+            self.removed_groups.add(pg_hex)
+            error = self._group_removed_error()
+            for req in self.scheduler.cancel_where(lambda r: any(bundles.group_of(k) == pg_hex for k in r.shape)):
+                self._lease_failed(req.owner, req.req_id, error)
+            for lease in list(self.leases.values()):  # what runs in the group ends
+                if any(bundles.group_of(k) == pg_hex for k in lease.units):
+                    del self.leases[lease.lease_id]
+                    lease.worker.lease_id = None
+                    self._kill_worker(lease.worker)
+                    self.endpoint.reply(lease.owner, p.LeaseWorkerDied(
+                        lease.lease_id, f"its placement group {pg_hex} was removed"))
+        held = self.bundles.pop(pg_hex, None)
+        if held is not None:
+            pool.drop([k for k in pool.total if bundles.group_of(k) == pg_hex])
+            for units in held:
+                pool.release(units)
+            self.view.set_total(self.node_id, pool.total, pool.free)
+        if msg.req_id:
+            peer.answer(p.ReserveBundlesReply(msg.req_id, True, pool.total, pool.free))
+        if held is not None:
+            self._dispatch()
+
+    def _report_resources(self) -> None:
+        """Tell the head what is free now (it places groups by it), at most every 50 ms."""
+        if self._report_due or not self.args.get("head_address"):
+            return
+        self._report_due = True
+
+        def send() -> None:
+            self._report_due = False
+            pool = self.scheduler.pool
+            self.endpoint.send(self.args["head_address"], p.ResourceReport(self.node_id, pool.total, pool.free))
+
+        self.loop.call_later(0.05, send)
+
     def on_cancel_lease_request(self, msg: p.CancelLeaseRequest, peer: Peer) -> None:
         self.scheduler.cancel(peer.identity, msg.req_id)
 
     def _dispatch(self) -> None:
+        self._report_resources()
         for req in self.scheduler.dispatch():
             key = env_key(req.job_id, req.runtime_env)
             rec = self.pool.pop_idle(key, claim_prestarted=req.runtime_env is None)
@@ -210,9 +308,14 @@ class NodeManager:
             self.pool.push_idle(rec)
             self.loop.call_soon(self._dispatch)
             return
+        if self._group_removed(req.shape):  # removed while we forked for it
+            self.scheduler.pool.release(req.units)
+            self.pool.push_idle(rec)
+            self._lease_failed(req.owner, req.req_id, self._group_removed_error())
+            return
         self.leases[lease.lease_id] = lease
         rec.lease_id = lease.lease_id
-        lease.gpu_ids = self._take_gpus(req.shape.get("GPU", 0.0))
+        lease.gpu_ids = self._take_gpus(_gpus(req.shape))
         self.endpoint.reply(req.owner, p.LeaseGranted(req.req_id, lease.lease_id, rec.worker_id, rec.address,
                                                       lease.gpu_ids))
 
@@ -227,7 +330,7 @@ class NodeManager:
         return taken
 
     def _release(self, lease: Lease) -> None:
-        if lease.units.get("GPU", 0) >= 10_000:  # whole GPUs go back to the free list
+        if _gpus(lease.units) >= 10_000:  # whole GPUs go back to the free list
             self.free_gpus = sorted(set(self.free_gpus) | set(lease.gpu_ids))
         units = dict(lease.units)
         for k, v in lease.lent.items():
@@ -425,6 +528,11 @@ class NodeManager:
             # session directory it made.
             shutil.rmtree(self.session_dir, ignore_errors=True)
             self.stopped.set()
+
+
+def _gpus(shape: dict) -> float:
+    """GPUs a lease holds: its own, or those it takes from a placement group bundle."""
+    return shape.get("GPU") or max((v for k, v in shape.items() if k.startswith("GPU_group_")), default=0)
 
 
 async def amain(args: dict) -> None:

@@ -36,9 +36,21 @@ class ResourcePool:
             free[k] = free.get(k, 0) - v
 
     def release(self, need: dict[str, int]) -> None:
-        free = self.free
+        free, total = self.free, self.total
         for k, v in need.items():
-            free[k] = free.get(k, 0) + v
+            if k in total:  # a removed bundle's resources are gone, not returned
+                free[k] = free.get(k, 0) + v
+
+    def grow(self, extra: dict[str, int]) -> None:
+        """New resources (a reserved bundle's), all free."""
+        for k, v in extra.items():
+            self.total[k] = self.total.get(k, 0) + v
+            self.free[k] = self.free.get(k, 0) + v
+
+    def drop(self, names: list[str]) -> None:
+        for k in names:
+            self.total.pop(k, None)
+            self.free.pop(k, None)
 
     def missing(self, need: dict[str, int]) -> dict[str, float]:
         return {k: v / SCALE for k, v in need.items() if self.total.get(k, 0) < v}

@@ -56,6 +56,15 @@ class LeaseScheduler:
                     del self._queues[req.key]
         return req
 
+    def cancel_where(self, match) -> list[LeaseRequest]:
+        """Cancel the queued requests whose shape matches (checked once per shape, not per request)."""
+        gone = []
+        for key in [k for k, q in self._queues.items() if q and match(q[0])]:
+            for r in list(self._queues[key]):
+                self.cancel(r.owner, r.req_id)
+                gone.append(r)
+        return gone
+
     def cancel_owner(self, owner: bytes) -> list[LeaseRequest]:
         gone = [r for (o, _), r in list(self._by_id.items()) if o == owner]
         for r in gone:

@@ -26,10 +26,6 @@ def group_resource(name: str, pg_hex: str, index: int = -1) -> str:
     return f"{name}_group_{pg_hex}" if index < 0 else f"{name}_group_{index}_{pg_hex}"
 
 
-def is_group_resource(name: str, pg_hex: str) -> bool:
-    return name.endswith("_" + pg_hex) and "_group_" in name
-
-
 def reserved_resources(pg_hex: str, index: int, bundle: dict[str, int]) -> dict[str, int]:
     """What a reserved bundle adds to its node's resources."""
     out: dict[str, int] = {}
@@ -40,11 +36,19 @@ def reserved_resources(pg_hex: str, index: int, bundle: dict[str, int]) -> dict[
     return out
 
 
-def shape_in_bundle(need: dict[str, int], pg_hex: str, index: int) -> dict[str, int]:
-    """A task's or actor's resources, renamed to come out of bundle `index` (-1: any bundle)."""
+def shape_in_bundle(need: dict, pg_hex: str, index: int, bundle_amount: float = TASK_BUNDLE_UNITS) -> dict:
+    """A task's or actor's resources, renamed to come out of bundle `index` (-1: any bundle).
+    `bundle_amount`: the share of the bundle resource it asks for (0.001, in the units of `need`)."""
     out = {group_resource(k, pg_hex, index): v for k, v in need.items()}
-    out[group_resource(BUNDLE, pg_hex, index)] = TASK_BUNDLE_UNITS
+    out[group_resource(BUNDLE, pg_hex, index)] = bundle_amount
     return out
+
+
+def group_of(resource: str) -> str | None:
+    """The group (hex id) a group resource belongs to, None for a node's own resource."""
+    if "_group_" not in resource:
+        return None
+    return resource.rsplit("_", 1)[1]
 
 
 def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:

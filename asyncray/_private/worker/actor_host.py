@@ -63,6 +63,7 @@ class ActorHost:
         self.ex.assign(0, spec.get("gpu_ids") or [])
         context.task_name = f"{spec.get('class_name')}.__init__"
         context.actor = self
+        context.placement_group = spec.get("placement_group")
         try:
             import pickle
 

@@ -25,6 +25,7 @@ class TaskContext:
     interleaved calls each see their own task."""
 
     actor: Any = None  # the ActorHost, in an actor's process
+    placement_group: Any = None  # [pg_id, capture_child_tasks] of the task or actor running here
 
     def __init__(self) -> None:
         self._task = contextvars.ContextVar("asyncray_task", default=(None, ""))
@@ -286,6 +287,7 @@ class Executor:
         if self.blas_threads is not None:
             self._limit_blas(max(1, int(msg.cpus)))
         self.assign(msg.cpus, msg.gpu_ids)
+        context.placement_group = msg.placement_group
         return self._run(msg, msg.name, lambda: self._function(msg), self._peer)
 
     def assign(self, cpus: float, gpu_ids: list) -> None:

@@ -1,0 +1,93 @@
+"""The head's placement group table: PENDING -> CREATED -> REMOVED (or PENDING -> REMOVED),
+names per namespace, who waits for a group to be ready, and the groups still to place, in
+the order they were asked for. Plain state; the server does the I/O.
+
+Placing is two steps, as in Ray's GCS: choose a node per bundle from the head's view of free
+resources (scheduling/bundles.py), then have each node reserve its bundles. If any node
+refuses (its free resources changed since the head last heard), the others give theirs back
+and the group waits for the next change of resources.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Optional
+
+from asyncray._private.head.tables import SpecNamed
+
+PENDING, CREATED, REMOVED = "PENDING", "CREATED", "REMOVED"
+KEEP_REMOVED = 1000  # removed groups stay listed (as in Ray) up to this many
+
+
+@dataclass
+class GroupRecord(SpecNamed):
+    pg_id: bytes
+    spec: dict
+    state: str = PENDING
+    nodes: list = field(default_factory=list)  # node id per bundle, once placed
+    reserving: dict = field(default_factory=dict)  # reservation request id -> node id, in flight
+    refused: bool = False  # a node refused during this attempt
+    waiters: list = field(default_factory=list)  # (identity, req_id) of WaitPlacementGroup
+    created_at: float = field(default_factory=time.time)
+    attempts: int = 0
+    latency_ms: float = 0.0
+    warned: bool = False  # said once that no node set can ever hold it
+
+    def table(self) -> dict:
+        """Ray's placement_group_table() entry."""
+        return {
+            "placement_group_id": self.pg_id.hex(), "name": self.name,
+            "bundles": {i: dict(b) for i, b in enumerate(self.spec["bundles"])},
+            "bundles_to_node_id": {i: n.hex() for i, n in enumerate(self.nodes)},
+            "strategy": self.spec["strategy"], "state": self.state,
+            "stats": {"end_to_end_creation_latency_ms": self.latency_ms, "scheduling_attempt": self.attempts,
+                      "scheduling_state": {PENDING: "QUEUED", CREATED: "FINISHED", REMOVED: "REMOVED"}[self.state]},
+        }
+
+
+class GroupTable:
+    def __init__(self) -> None:
+        self.groups: dict[bytes, GroupRecord] = {}
+        self.names: dict[tuple[str, str], bytes] = {}
+        self.pending: OrderedDict[bytes, None] = OrderedDict()
+        self._removed: OrderedDict[bytes, None] = OrderedDict()
+
+    def named(self, namespace: str, name: str) -> Optional[GroupRecord]:
+        pg_id = self.names.get((namespace, name))
+        return self.groups.get(pg_id) if pg_id is not None else None
+
+    def add(self, rec: GroupRecord) -> None:
+        self.groups[rec.pg_id] = rec
+        if rec.name:
+            self.names[(rec.namespace, rec.name)] = rec.pg_id
+        self.pending[rec.pg_id] = None
+
+    def created(self, rec: GroupRecord) -> None:
+        rec.state = CREATED
+        rec.latency_ms = (time.time() - rec.created_at) * 1000
+        self.pending.pop(rec.pg_id, None)
+
+    def requeue(self, rec: GroupRecord) -> None:
+        rec.nodes = []
+        rec.refused = False
+        self.pending[rec.pg_id] = None
+
+    def removed(self, rec: GroupRecord) -> None:
+        rec.state = REMOVED
+        rec.reserving.clear()
+        self.pending.pop(rec.pg_id, None)
+        if rec.name and self.names.get((rec.namespace, rec.name)) == rec.pg_id:
+            del self.names[(rec.namespace, rec.name)]
+        self._removed[rec.pg_id] = None
+        while len(self._removed) > KEEP_REMOVED:
+            old, _ = self._removed.popitem(last=False)
+            self.groups.pop(old, None)
+
+    def owned_by(self, owner: str) -> list[GroupRecord]:
+        return [r for r in self.groups.values()
+                if r.state != REMOVED and not r.detached and r.spec.get("owner_address") == owner]
+
+    def of_job(self, job_id: int) -> list[GroupRecord]:
+        return [r for r in self.groups.values()
+                if r.state != REMOVED and not r.detached and r.spec.get("job_id") == job_id]
