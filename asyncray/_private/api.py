@@ -327,8 +327,17 @@ def _resources(kind: str) -> dict[str, float]:
     rt = runtime_mod.current()
     if rt is None:
         raise RuntimeError("asyncray is not initialized: call ray.init() first.")
-    reply = rt.client.call(rt.node_address, lambda rid: p.GetResources(rid), timeout=30)
-    out = reply.total if kind == "total" else reply.available
+    client = rt.client
+    nodes = client.call(client.head_address, lambda rid: p.GetNodes(rid), timeout=30).nodes
+    addresses = [runtime_mod.local_address(a) for _node_id, a, _res, alive in nodes if alive] or [rt.node_address]
+    out: dict[str, float] = {}
+    for address in addresses:  # exact figures from each node, not the head's periodic view
+        try:
+            reply = client.call(address, lambda rid: p.GetResources(rid), timeout=30)
+        except Exception:
+            continue  # a node that died meanwhile has nothing to offer
+        for k, v in (reply.total if kind == "total" else reply.available).items():
+            out[k] = out.get(k, 0.0) + v
     return {k: v for k, v in out.items() if v}
 
 

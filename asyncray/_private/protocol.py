@@ -562,3 +562,21 @@ class ResourceReport(NamedTuple):
     node_id: bytes
     total: dict  # units
     free: dict
+
+
+# -- several nodes --------------------------------------------------------------------------------
+@message(110)
+class LeaseSpillback(NamedTuple):
+    """Node -> owner: ask `address` (node `node_id`) for this lease instead; it fits there."""
+
+    req_id: int
+    node_id: bytes
+    address: str
+
+
+@message(111)
+class ClusterUpdate(NamedTuple):
+    """Head -> nodes: nodes that joined or whose resources changed, and nodes that died."""
+
+    nodes: list  # [[node_id, address, total_units, free_units], ...]
+    dead: list  # [node_id, ...]

@@ -15,7 +15,7 @@ import sys
 import threading
 from typing import Any, Callable
 
-from asyncray._private import process, protocol as p
+from asyncray._private import launcher, process, protocol as p
 from asyncray._private.config import Config
 from asyncray._private.core.client import CoreClient
 from asyncray._private.ids import random_id
@@ -147,7 +147,7 @@ class Runtime:
                       p.RegisterClientReply, p.NodesReply, p.ResourcesReply, p.KVReply, p.ShutdownNodeReply,
                       p.JobInfoReply, p.AddBorrowerReply, p.UnregisterClientReply, p.RestoreObjectReply,
                       p.CreateActorReply, p.NamedActorReply, p.ListNamedActorsReply, p.PlacementGroupReply,
-                      p.PlacementGroupsReply):
+                      p.PlacementGroupsReply, p.LeaseSpillback):
             self._handlers[reply] = c.on_reply
         c.head_address = self.head_address
 
@@ -202,39 +202,15 @@ class Runtime:
         return rt
 
     def _start_local_cluster(self, num_cpus, num_gpus, resources, object_store_memory, logging_level) -> None:
-        os.makedirs(os.path.join(self.session_dir, "logs"), exist_ok=True)
-        cpus = float(num_cpus if num_cpus is not None else os.cpu_count() or 1)
-        total = {"CPU": cpus}
-        if num_gpus:
-            total["GPU"] = float(num_gpus)
-        total.update(resources or {})
-        total["memory"] = float(_total_memory() * 0.7 // 1)
-        total["node:127.0.0.1"] = 1.0  # Ray's per-node resource, for affinity by resources
-        total["node:__internal_head__"] = 1.0
-        store = int(object_store_memory or default_store_size())
-        shm_free = shm_capacity()
-        if object_store_memory and store > shm_free:
-            raise ValueError(
-                f"object_store_memory={store:,} bytes does not fit in {segments.SHM_DIR}, which has {shm_free:,} bytes "
-                f"free (a default Docker container has 64 MiB). Pass a smaller object_store_memory (objects beyond "
-                f"it are spilled to disk), or give the container more shared memory (docker run --shm-size=2g).")
-        total["object_store_memory"] = float(store)
+        total, store = launcher.node_resources(num_cpus, num_gpus, resources, object_store_memory, head=True)
         live_r, self.liveness_w = process.liveness_pipe()
-        level = logging.getLevelName(logging_level) if isinstance(logging_level, int) else str(logging_level).upper()
-        common = {"session": self.session, "session_dir": self.session_dir, "liveness_fd": live_r,
-                  "config": self.config.to_dict(), "logging_level": level}
-        logs = os.path.join(self.session_dir, "logs")
+        common = launcher.common_args(self.session, self.session_dir, live_r, self.config.to_dict(), logging_level)
         self.head_address = f"ipc://{self.session_dir}/head.sock"
 
         def spawn_both() -> None:
             # From the runtime thread: PR_SET_PDEATHSIG fires when the forking thread exits.
-            self.children.append(process.spawn("head", "asyncray._private.head.server", common,
-                                               log_path=os.path.join(logs, "head.log"), pass_fds=(live_r,)))
-            self.children.append(process.spawn(
-                "node manager", "asyncray._private.node.main",
-                dict(common, node_id=random_id().hex(), resources=total, object_store_memory=store,
-                     head_address=self.head_address),
-                log_path=os.path.join(logs, "node.log"), pass_fds=(live_r,)))
+            self.children.append(launcher.spawn_head(common))
+            self.children.append(launcher.spawn_node(common, total, store, self.head_address))
 
         self.loop_thread.call(spawn_both)
         os.close(live_r)
@@ -289,7 +265,7 @@ class Runtime:
         node = c.call(self.node_address, lambda rid: p.RegisterClient(rid, self.identity, os.getpid(), my_address,
                                                                         reply.job_id),
                       timeout=self.config.startup_timeout_s)
-        self.node_id = node.node_id
+        self.node_id = c.node_id = node.node_id
 
     @staticmethod
     def _pick_node(nodes: list) -> str:
@@ -298,9 +274,8 @@ class Runtime:
         if not alive:
             raise ConnectionError("The asyncray cluster has no live node to run work on.")
         for _node_id, address, _resources, _alive in alive:
-            tcp, _, ipc = address.partition("|")
-            if ipc and os.path.exists(ipc[len("ipc://"):]):
-                return ipc
+            if local_address(address).startswith("ipc://"):
+                return local_address(address)
         return alive[0][1].partition("|")[0]
 
     # -- shutdown --------------------------------------------------------------------------
@@ -318,8 +293,9 @@ class Runtime:
                 # Leaving a cluster we joined: our leases and stored objects go with us.
                 try:
                     self.loop_thread.call(self.endpoint.send, self.head_address, p.JobFinished(self.job_id))
-                    if self.node_address:
-                        client.call(self.node_address, lambda rid: p.UnregisterClient(rid), timeout=3)
+                    for node in [self.node_address, *client.registered_nodes]:
+                        if node:
+                            client.call(node, lambda rid: p.UnregisterClient(rid), timeout=3)
                 except Exception:
                     pass
         if self.liveness_w is not None:
@@ -339,21 +315,8 @@ class Runtime:
             shutil.rmtree(self.session_dir, ignore_errors=True)
 
 
-def _total_memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        return 8 << 30
-
-
-def shm_capacity() -> int:
-    try:
-        st = os.statvfs(segments.SHM_DIR)
-        return st.f_bavail * st.f_frsize
-    except OSError:
-        return 0
-
-
-def default_store_size() -> int:
-    """Ray's default: 30 % of RAM, capped by what /dev/shm can hold."""
-    return int(min(_total_memory() * 0.3, shm_capacity() * 0.95 or _total_memory() * 0.3))
+def local_address(address: str) -> str:
+    """A node's ipc address ("tcp://...|ipc://..." as it registered) when its socket is on this
+    machine, else its tcp one."""
+    tcp, _, ipc = address.partition("|")
+    return ipc if ipc and os.path.exists(ipc[len("ipc://"):]) else tcp

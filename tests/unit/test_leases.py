@@ -171,7 +171,7 @@ def test_wanted_requests_one_per_task_while_duration_unknown():
 def test_wanted_requests_counts_outstanding_requests_and_leases():
     q = _queue()
     q.pending.extend(FakeSpec() for _ in range(10))
-    q.requests.update({1, 2, 3})
+    q.requests.update({1: "n", 2: "n", 3: "n"})
     # 10 pending, 0 room; 3 requests already out, cap 5: 2 more.
     assert q.wanted_requests(DEPTH, 5) == 2
     now = time.perf_counter()
@@ -212,5 +212,5 @@ def test_wanted_requests_asks_for_another_worker_behind_a_stalled_lease():
 def test_wanted_requests_never_negative_over_cap():
     q = _queue()
     q.pending.extend(FakeSpec() for _ in range(3))
-    q.requests.update(range(10))
+    q.requests.update(dict.fromkeys(range(10), "n"))
     assert q.wanted_requests(DEPTH, 4) == 0

@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import logging
+import os
 import threading
 from collections import deque
 from typing import Any, Callable, NamedTuple
@@ -60,7 +61,10 @@ class CoreClient:
         self.refs = References()
         self._released: deque[bytes] = deque()
         self._release_wakeup = False
-        self._to_free: list[bytes] = []
+        self._to_free: list[list] = []  # payloads of stored objects to free, sent after the lock
+        self.node_id = b""  # our node's id (stored objects carry it)
+        self.node_addresses: dict[bytes, str] = {}  # other nodes we leased from: id -> address
+        self.registered_nodes: set[str] = set()  # other nodes that know us (RegisterClient)
         self._outbox: list[tuple[str, Any]] = []  # messages decided under the lock, sent after it
         self._borrow_state = threading.local()
         self.mappings = segments.MappingCache(on_keep=self._arm_mapping_sweep)
@@ -146,7 +150,7 @@ class CoreClient:
             if hook is not None:
                 self._outbox.append(hook())
             if entry.payload[0] == p.SHM:
-                self._to_free.append(oid)
+                self._to_free.append(entry.payload)
             key = container_key(oid)
             for inner, owner in refs.pop_contained(oid):
                 if owner == self.address:
@@ -165,7 +169,7 @@ class CoreClient:
         """Loop thread, after the lock: send what _maybe_free decided."""
         if self._to_free:
             to_free, self._to_free = self._to_free, []
-            self.endpoint.send(self.node_address, p.FreeObjects(to_free))
+            self.free_stored(to_free)
         if self._outbox:
             out, self._outbox = self._outbox, []
             for address, msg in out:
@@ -271,6 +275,9 @@ class CoreClient:
     def on_peer_died(self, msg: p.PeerDied, peer: Peer) -> None:
         """A process on our node died: what we wait for from it fails; its borrows go."""
         self._dead_peers[msg.address] = msg.reason
+        if msg.address in self.registered_nodes or msg.address in self.node_addresses.values():
+            self.registered_nodes.discard(msg.address)
+            self.submitter.on_node_died(msg.address, msg.reason)
         self.actor_submitter.on_peer_died(msg.address)
         self.endpoint.disconnect(msg.address)
         for rid in list(self._pending_at.get(msg.address, ())):
@@ -279,6 +286,33 @@ class CoreClient:
             for oid in self.refs.remove_borrower_everywhere(msg.address):
                 self._maybe_free(oid)
         self._flush_frees()
+
+    # -- nodes -----------------------------------------------------------------------------------
+    def know_node(self, node_id: bytes, address: str) -> None:
+        self.node_addresses[node_id] = address
+
+    def node_of(self, payload: list) -> str:
+        """The address of the node whose store holds a stored value."""
+        node = payload[3]
+        if not node or node == self.node_id:
+            return self.node_address
+        return self.node_addresses.get(node, self.node_address)
+
+    def free_stored(self, payloads: list) -> None:
+        """Loop thread: free stored values, each in the store of the node that holds it."""
+        by_node: dict[str, list[bytes]] = {}
+        for pl in payloads:
+            by_node.setdefault(self.node_of(pl), []).append(oid_of_segment(pl[1]))
+        for address, oids in by_node.items():
+            self.endpoint.send(address, p.FreeObjects(oids))
+
+    def ensure_registered(self, address: str) -> None:
+        """Loop thread: before leasing from another node, introduce ourselves to it (it then
+        watches our process and frees what we leave behind); ordered before the request."""
+        if address != self.node_address and address not in self.registered_nodes:
+            self.registered_nodes.add(address)
+            self.endpoint.send(address, p.RegisterClient(0, self.endpoint.identity, os.getpid(), self.address,
+                                                         self.job_id))
 
     def object_count(self) -> int:
         with self.lock:
@@ -293,7 +327,7 @@ class CoreClient:
                 if not self.refs.in_use(oid):
                     # Nobody holds a ref any more: free the stored copy straight away.
                     if payload[0] == p.SHM:
-                        self.endpoint.send(self.node_address, p.FreeObjects([oid]))
+                        self.free_stored([payload])
                     return
                 entry = self.objects[oid] = Entry(owned=True)
             entry.payload = payload
@@ -412,7 +446,7 @@ class CoreClient:
         if pending is not None:
             pending.on_reply(msg)
         elif type(msg) is p.LeaseGranted:  # granted after we cancelled the request: give it back
-            self.endpoint.send(self.node_address, p.ReturnLease(msg.lease_id, False))
+            peer.answer(p.ReturnLease(msg.lease_id, False))
 
     def call(self, address: str, make: Callable[[int], Any], timeout: float | None = None) -> Any:
         """Any thread but the loop's: send a request and wait for its reply."""
@@ -515,7 +549,7 @@ class CoreClient:
         except FileNotFoundError:
             pass
         oid = oid_of_segment(payload[1])
-        reply = self.call(self.node_address, lambda rid: p.RestoreObject(rid, oid), timeout=300)
+        reply = self.call(self.node_of(payload), lambda rid: p.RestoreObject(rid, oid), timeout=300)
         if reply.error is not None:
             raise serialization.deserialize_exception(reply.error)
         return self.mappings.base(payload[1])
@@ -628,7 +662,7 @@ class CoreClient:
             raise serialization.deserialize_exception(reply.error)
         segments.write(reply.segment, ser.chunks(), ser.size)
         self.endpoint.call_threadsafe(self.endpoint.send, self.node_address, p.SealObject(oid))
-        return [p.SHM, reply.segment, ser.size, b""]
+        return [p.SHM, reply.segment, ser.size, self.node_id]
 
     # ====================================================================== wait
     def wait(self, refs: list, num_returns: int, timeout: float | None, fetch_local: bool) -> tuple[list, list]:

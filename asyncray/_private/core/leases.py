@@ -14,10 +14,13 @@ from typing import Any
 
 
 class Lease:
-    __slots__ = ("lease_id", "worker_id", "address", "in_flight", "fns_sent", "linger", "dead", "blocked", "gpu_ids")
+    __slots__ = ("lease_id", "worker_id", "address", "in_flight", "fns_sent", "linger", "dead", "blocked", "gpu_ids",
+                 "node")
 
-    def __init__(self, lease_id: int, worker_id: bytes, address: str, gpu_ids: list | None = None) -> None:
+    def __init__(self, lease_id: int, worker_id: bytes, address: str, gpu_ids: list | None = None,
+                 node: str = "") -> None:
         self.gpu_ids = gpu_ids or []
+        self.node = node  # address of the node manager that granted it
         self.lease_id = lease_id
         self.worker_id = worker_id
         self.address = address
@@ -45,7 +48,7 @@ class ShapeQueue:
         self.runtime_env = runtime_env
         self.pending: deque = deque()
         self.leases: dict[int, Lease] = {}
-        self.requests: set[int] = set()  # lease request ids not yet granted
+        self.requests: dict[int, str] = {}  # lease request ids not yet granted -> node asked
         # Moving average of a task's round trip; decides pipelining. Unknown until the first
         # reply, and until then tasks go one per worker, so long tasks spread out.
         self.avg_s: float | None = None

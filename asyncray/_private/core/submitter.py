@@ -14,7 +14,7 @@ import time
 from typing import Any, Callable
 
 from asyncray._private import ids, protocol as p, serialization
-from asyncray._private.core.common import Entry, IdRef, call_in, oid_of_segment, peer_error, retryable
+from asyncray._private.core.common import Entry, IdRef, call_in, peer_error, retryable
 from asyncray._private.core.leases import Lease, ShapeQueue
 from asyncray._private.transport.sockets import Peer
 
@@ -230,18 +230,20 @@ class TaskSubmitter:
                 lease.linger.cancel()
                 lease.linger = None
         for _ in range(q.wanted_requests(cfg.lease_pipeline_depth, cfg.max_leases_per_shape)):
-            rid = self.client._request(self.client.node_address,
-                                       lambda rid: p.RequestLease(rid, q.shape, self.client.job_id, q.runtime_env,
-                                                                  q.strategy),
-                                       self._on_lease_reply)
-            q.requests.add(rid)
-            self._lease_of_request[rid] = q
+            self._request_lease(q, self.client.node_address, q.strategy)
         if not q.pending and q.requests:
-            for rid in q.requests:
+            for rid, node in q.requests.items():
                 self.client.forget_request(rid)
                 self._lease_of_request.pop(rid, None)
-                self.endpoint.send(self.client.node_address, p.CancelLeaseRequest(rid))
+                self.endpoint.send(node, p.CancelLeaseRequest(rid))
             q.requests.clear()
+
+    def _request_lease(self, q: ShapeQueue, node: str, strategy: Any) -> None:
+        self.client.ensure_registered(node)
+        rid = self.client._request(node, lambda rid: p.RequestLease(rid, q.shape, self.client.job_id, q.runtime_env,
+                                                                    strategy), self._on_lease_reply)
+        q.requests[rid] = node
+        self._lease_of_request[rid] = q
 
     def on_lease_infeasible(self, msg: p.LeaseInfeasible, peer: Peer) -> None:
         """Say once, in the owner's output, which task cannot run anywhere and why."""
@@ -255,13 +257,20 @@ class TaskSubmitter:
         q = self._lease_of_request.pop(msg.req_id, None)
         if q is None:
             return
-        q.requests.discard(msg.req_id)
+        node = q.requests.pop(msg.req_id, self.client.node_address)
+        if isinstance(msg, p.LeaseSpillback):
+            # Another node fits: ask it, with a soft affinity so that it holds the lease itself
+            # unless it cannot (then it may send us on again).
+            self.client.know_node(msg.node_id, msg.address)
+            if q.pending:
+                self._request_lease(q, msg.address, ["NODE", msg.node_id, True, False])
+            return
         if isinstance(msg, p.LeaseFailed):
             err = serialization.deserialize_exception(msg.error)
             while q.pending:
                 self._fail(q.pending.popleft(), self.client._error_payload(err))
             return
-        lease = Lease(msg.lease_id, msg.worker_id, msg.worker_address, msg.gpu_ids)
+        lease = Lease(msg.lease_id, msg.worker_id, msg.worker_address, msg.gpu_ids, node)
         q.leases[lease.lease_id] = lease
         if not q.pending:
             self._return_lease(q, lease)
@@ -307,7 +316,7 @@ class TaskSubmitter:
         if msg.worker_exiting:  # max_calls reached: the node ends the worker for us
             lease.dead = True
             q.leases.pop(lease.lease_id, None)
-            self.endpoint.send(self.client.node_address, p.ReturnLease(lease.lease_id, True))
+            self.endpoint.send(lease.node, p.ReturnLease(lease.lease_id, True))
             for t in list(lease.in_flight):  # never started there: run them elsewhere
                 self._task_lease.pop(t, None)
                 self._enqueue(lease.in_flight.pop(t), front=True)
@@ -349,7 +358,7 @@ class TaskSubmitter:
         if held is None or index <= self._stream_seen.get(task_id, 0):
             # The consumer is gone, or a retried task yields again what we already delivered.
             if payload[0] == p.SHM:
-                self.endpoint.send(self.client.node_address, p.FreeObjects([oid]))
+                self.client.free_stored([payload])
             return
         self._stream_seen[task_id] = index
         with self.lock:
@@ -408,9 +417,7 @@ class TaskSubmitter:
             self.client.drop_refs(drop)
 
     def _free_payloads(self, payloads: list) -> None:
-        stored = [pl for pl in payloads if pl[0] == p.SHM]
-        if stored:
-            self.endpoint.send(self.client.node_address, p.FreeObjects([oid_of_segment(pl[1]) for pl in stored]))
+        self.client.free_stored([pl for pl in payloads if pl[0] == p.SHM])
 
     # -- cancel --------------------------------------------------------------------------------
     def cancel(self, ref: Any, force: bool, recursive: bool) -> None:
@@ -452,7 +459,21 @@ class TaskSubmitter:
 
     def _return_lease(self, q: ShapeQueue, lease: Lease) -> None:
         q.leases.pop(lease.lease_id, None)
-        self.endpoint.send(self.client.node_address, p.ReturnLease(lease.lease_id, False))
+        self.endpoint.send(lease.node, p.ReturnLease(lease.lease_id, False))
+
+    def on_node_died(self, address: str, reason: str) -> None:
+        """Loop thread: a node we leased from is gone; its leases died with their workers and
+        our requests there will not be answered."""
+        for q in list(self._queues.values()):
+            for lease in [ls for ls in q.leases.values() if ls.node == address]:
+                self.on_lease_worker_died(p.LeaseWorkerDied(lease.lease_id, reason), None)  # type: ignore[arg-type]
+            lost = [rid for rid, node in q.requests.items() if node == address]
+            for rid in lost:
+                del q.requests[rid]
+                self._lease_of_request.pop(rid, None)
+                self.client.forget_request(rid)
+            if lost:
+                self._pump(q)
 
     def on_lease_worker_died(self, msg: p.LeaseWorkerDied, peer: Peer) -> None:
         from asyncray.exceptions import WorkerCrashedError

@@ -71,8 +71,12 @@ class HeadServer:
         self.node_addresses: dict[bytes, str] = {}  # alive node id -> address the head sends to
         self._lease_reqs: dict[int, bytes] = {}  # lease request id -> actor id
         self._reservations: dict[int, bytes] = {}  # ReserveBundles request id -> group id
-        self._removals: dict[int, list] = {}  # ReleaseBundles request id -> [identity, req_id, nodes left]
+        # ReleaseBundles request id -> ([remover identity, its req_id, nodes left], node id)
+        self._removals: dict[int, tuple[list, bytes]] = {}
         self._unplaced: set[bytes] = set()  # actors no node can hold now; tried again when nodes or groups come
+        self._node_watches: dict[bytes, Any] = {}  # node id -> stop watching its pid
+        self._view_changed: set[bytes] = set()  # nodes whose resources the others have not heard of
+        self._view_flush: Any = None
         self._req_ids = iter(range(1, 1 << 62))
         self._commit_scheduled = False
         live = args.get("liveness_fd")
@@ -92,18 +96,80 @@ class HeadServer:
 
     def on_register_node(self, msg: p.RegisterNode, peer: Peer) -> None:
         self.tables.add_node(NodeInfo(msg.node_id, msg.address, msg.resources, msg.pid))
-        peer.answer(p.RegisterNodeReply(msg.req_id, self.incarnation))
         # The head leases workers for actors from the node, as a client of it.
         tcp, _, ipc = msg.address.partition("|")
         address = self.node_addresses[msg.node_id] = ipc or tcp
         self.view.add_node(msg.node_id, to_units(msg.resources))
         self.endpoint.send(address, p.RegisterClient(0, b"head", os.getpid(), self.ipc_address, 0))
+        # The new node learns every node, the others learn it, before anyone hears it is ready
+        # (its RegisterNodeReply): work aimed at it must not find it unknown.
+        self.endpoint.send(address, p.ClusterUpdate([self._node_entry(n) for n in self.view.nodes], []))
+        joined = p.ClusterUpdate([self._node_entry(msg.node_id)], [])
+        for other, other_address in self.node_addresses.items():
+            if other != msg.node_id:
+                self.endpoint.send(other_address, joined)
+        peer.answer(p.RegisterNodeReply(msg.req_id, self.incarnation))
+        self._node_watches[msg.node_id] = process.watch_exit(
+            self.loop, msg.pid, lambda: self._node_died(msg.node_id, f"its process {msg.pid} exited"))
         self._resources_changed(new_node=True)
 
+    def _node_entry(self, node_id: bytes) -> list:
+        n = self.view.nodes[node_id]
+        return [node_id, self.node_addresses[node_id], n.total, n.free]
+
+    def _broadcast_view(self, node_id: bytes) -> None:
+        """Send changed resources to every other node, coalesced: at most one update per 50 ms."""
+        self._view_changed.add(node_id)
+        if self._view_flush is None:
+            self._view_flush = self.loop.call_later(0.05, self._flush_view)
+
+    def _flush_view(self) -> None:
+        self._view_flush = None
+        changed, self._view_changed = self._view_changed, set()
+        for node_id, address in self.node_addresses.items():
+            entries = [self._node_entry(n) for n in changed if n != node_id and n in self.view.nodes]
+            if entries:
+                self.endpoint.send(address, p.ClusterUpdate(entries, []))
+
     def on_resource_report(self, msg: p.ResourceReport, peer: Peer) -> None:
-        if msg.node_id in self.view.nodes:
-            self.view.set_total(msg.node_id, msg.total, msg.free)
-            self._resources_changed()
+        self._node_resources(msg.node_id, msg.total, msg.free)
+        self._resources_changed()
+
+    def _node_resources(self, node_id: bytes, total: dict, free: dict) -> None:
+        if node_id in self.view.nodes:
+            self.view.set_total(node_id, total, free)
+            if len(self.node_addresses) > 1:
+                self._broadcast_view(node_id)
+
+    def _node_died(self, node_id: bytes, reason: str) -> None:
+        """A node is gone: its actors restart elsewhere (or die), the others forget it, and
+        every process that may hold leases or objects there hears of it (PeerDied)."""
+        address = self.node_addresses.pop(node_id, None)
+        self._node_watches.pop(node_id, lambda: None)()
+        if address is None:
+            return
+        logger.warning("node %s died: %s", node_id.hex(), reason)
+        self.tables.node_died(node_id)
+        self.view.remove_node(node_id)
+        for rec in list(self.actors.actors.values()):
+            if rec.node_id != node_id or rec.state == p.DEAD:
+                continue
+            if rec.lease_req is not None:
+                self._lease_reqs.pop(rec.lease_req, None)
+                rec.lease_req = None
+            if rec.state == p.ALIVE:
+                self._crashed(rec, f"its node {node_id.hex()} died ({reason})")
+            else:  # not started yet: place it again
+                self.actors.set_lease(rec, None)
+                self._schedule(rec)
+        died = p.PeerDied(address, f"node {node_id.hex()} died: {reason}")
+        gone = p.ClusterUpdate([], [node_id])
+        for other in self.node_addresses.values():
+            self.endpoint.send(other, gone)
+            self.endpoint.send(other, died)
+        for job in self.tables.jobs.values():
+            if job.alive:
+                self.endpoint.send(job.driver_address, died)
 
     def _resources_changed(self, new_node: bool = False) -> None:
         """Resources came free or a node joined: place what waits, oldest first."""
@@ -187,7 +253,7 @@ class HeadServer:
         aid = self._lease_reqs.pop(msg.req_id, None)
         rec = self.actors.actors.get(aid) if aid is not None else None
         if rec is None or rec.state == p.DEAD:
-            self._node_send(peer.identity, p.ReturnLease(msg.lease_id, True))
+            peer.answer(p.ReturnLease(msg.lease_id, True))
             return
         rec.lease_req = None
         self.actors.set_lease(rec, msg.lease_id)
@@ -314,10 +380,9 @@ class HeadServer:
             self._node_send(node_id, p.ReserveBundles(rid, rec.pg_id, items))
 
     def on_reserve_bundles_reply(self, msg: p.ReserveBundlesReply, peer: Peer) -> None:
-        removal = self._removals.pop(msg.req_id, None)
+        removal, node_id = self._removals.pop(msg.req_id, (None, b""))
         if removal is not None:  # a node has let go of a removed group
-            if peer.identity in self.view.nodes:
-                self.view.set_total(peer.identity, msg.total, msg.free)
+            self._node_resources(node_id, msg.total, msg.free)
             removal[2] -= 1
             if removal[2] == 0:
                 if removal[0] is not None:
@@ -327,8 +392,8 @@ class HeadServer:
         pg_id = self._reservations.pop(msg.req_id, None)
         rec = self.groups.groups.get(pg_id) if pg_id is not None else None
         node_id = rec.reserving.pop(msg.req_id, None) if rec is not None else None
-        if node_id is not None and node_id in self.view.nodes:
-            self.view.set_total(node_id, msg.total, msg.free)
+        if node_id is not None:
+            self._node_resources(node_id, msg.total, msg.free)
         if rec is None or rec.state == REMOVED or node_id is None:
             return
         if not msg.ok:
@@ -382,9 +447,9 @@ class HeadServer:
                 self.view.release(node_id, to_units(need))  # until the node's report
         # Every node: work may wait for this group anywhere.
         removal = [remover[0] if remover else None, remover[1] if remover else 0, len(self.node_addresses)]
-        for address in self.node_addresses.values():
+        for node_id, address in self.node_addresses.items():
             rid = next(self._req_ids)
-            self._removals[rid] = removal
+            self._removals[rid] = (removal, node_id)
             self.endpoint.send(address, p.ReleaseBundles(rid, rec.pg_id, True))
 
     def on_get_placement_groups(self, msg: p.GetPlacementGroups, peer: Peer) -> None:

@@ -58,6 +58,12 @@ class Tables:
         self.nodes[info.node_id] = info
         self.dirty.add(("node", info.node_id))
 
+    def node_died(self, node_id: bytes) -> None:
+        node = self.nodes.get(node_id)
+        if node is not None:
+            node.alive = False
+            self.dirty.add(("node", node_id))
+
     def add_job(self, namespace: str | None, driver_address: str, pid: int) -> JobInfo:
         job_id = self.next_job_id
         self.next_job_id += 1

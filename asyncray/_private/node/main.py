@@ -67,7 +67,9 @@ class NodeManager:
         self.store = ObjectStore(int(args["object_store_memory"]))
         self.spill_dir = os.path.join(self.session_dir, "spill")
         self.leases: dict[int, Lease] = {}
-        self._lease_ids = itertools.count(1)
+        # Unique across the cluster (owners and the head hold leases of several nodes by id):
+        # this node's id in the high bits, a counter in the low ones.
+        self._lease_ids = itertools.count((int.from_bytes(self.node_id[:4], "big") << 32) + 1)
         self.starting: dict[bytes, LeaseRequest] = {}  # worker being forked for this request
         self.clients: dict[bytes, tuple[int, str, Any]] = {}  # identity -> (pid, address, unwatch)
         live_r, self._live_w = process.liveness_pipe()  # ties template and workers to us
@@ -95,6 +97,8 @@ class NodeManager:
             p.RestoreObject: self.on_restore_object,
             p.ReserveBundles: self.on_reserve_bundles,
             p.ReleaseBundles: self.on_release_bundles,
+            p.ClusterUpdate: self.on_cluster_update,
+            p.PeerDied: self.on_peer_died,
         }
         self.num_cpus = int(self.resources.get("CPU", 0))
         self.free_gpus: list[int] = list(range(int(self.resources.get("GPU", 0))))
@@ -104,6 +108,7 @@ class NodeManager:
         self.view.add_node(self.node_id, self.scheduler.pool.total)
         self.bundles: dict[str, list[dict[str, int]]] = {}
         self.removed_groups: set[str] = set()
+        self.node_addrs: dict[bytes, str] = {}  # the other nodes, from the head's ClusterUpdate
         self._report_due = False
 
     # -- start-up ------------------------------------------------------------------------------
@@ -182,9 +187,7 @@ class NodeManager:
         self._owner_gone(wid, rec.address)
         if rec.address:
             # Whoever waits on it (objects it owns) or counts it as a borrower must know.
-            died = p.PeerDied(rec.address, reason)
-            for identity in list(self.clients) + [w for w, r in self.pool.workers.items() if r.registered]:
-                self.endpoint.reply(identity, died)
+            self._tell_local(p.PeerDied(rec.address, reason))
         self._dispatch()
 
     # -- leases ----------------------------------------------------------------------------------
@@ -193,24 +196,72 @@ class NodeManager:
         if self._group_removed(shape):
             self._lease_failed(peer.identity, msg.req_id, self._group_removed_error())
             return
-        if msg.strategy is not None:
-            strategy = SPREAD if msg.strategy == SPREAD else NodeAffinity(*msg.strategy[1:])
-            decision = self.view.pick(to_units(shape), strategy, local=self.node_id)
-            if decision.unschedulable:
-                from asyncray.exceptions import TaskUnschedulableError
-
-                self._lease_failed(peer.identity, msg.req_id, TaskUnschedulableError(decision.unschedulable))
+        if msg.strategy is not None or len(self.view.nodes) > 1:
+            target = self._choose_node(shape, msg.strategy)
+            if isinstance(target, BaseException):
+                self._lease_failed(peer.identity, msg.req_id, target)
                 return
-        req = LeaseRequest(msg.req_id, peer.identity, shape, {}, msg.job_id, msg.runtime_env)
+            if target is not None and target != self.node_id:
+                self.view.acquire(target, to_units(shape))  # counted there until its next update
+                self.endpoint.reply(peer.identity, p.LeaseSpillback(msg.req_id, target, self.node_addrs[target]))
+                return
+        self._queue(LeaseRequest(msg.req_id, peer.identity, shape, {}, msg.job_id, msg.runtime_env))
+        self._dispatch()
+
+    def _queue(self, req: LeaseRequest) -> None:
         self.scheduler.submit(req)
         for bad in self.scheduler.newly_infeasible():
             if any(bundles.group_of(k) for k in bad.shape):
                 continue  # it waits for its placement group's bundles, not for a node
             missing = self.scheduler.pool.missing(bad.units)
-            logger.warning("a lease needs %s but this node has %s: it stays pending until a node that fits joins",
-                           bad.shape, self.resources)
+            logger.warning("a lease needs %s but no node has that much: it stays pending until a node that fits "
+                           "joins", bad.shape)
             self.endpoint.reply(bad.owner, p.LeaseInfeasible(bad.req_id, missing, self.resources))
-        self._dispatch()
+
+    def _choose_node(self, shape: dict, wire: Any) -> bytes | None | BaseException:
+        """Where a lease should go (cluster/scheduling logic); None: nowhere yet, queue here."""
+        self.view.set_free(self.node_id, self.scheduler.pool.free)
+        strategy = None if wire is None else SPREAD if wire == SPREAD else NodeAffinity(*wire[1:])
+        decision = self.view.pick(to_units(shape), strategy, local=self.node_id)
+        if decision.unschedulable:
+            from asyncray.exceptions import TaskUnschedulableError
+
+            return TaskUnschedulableError(decision.unschedulable)
+        return decision.node_id
+
+    # -- the other nodes -------------------------------------------------------------------------
+    def on_cluster_update(self, msg: p.ClusterUpdate, peer: Peer) -> None:
+        for node_id, address, total, free in msg.nodes:
+            if node_id == self.node_id:
+                continue
+            if node_id in self.view.nodes:
+                self.view.set_total(node_id, total, free)
+            else:
+                self.view.add_node(node_id, total, free)
+            self.node_addrs[node_id] = address
+        for node_id in msg.dead:
+            self.view.remove_node(node_id)
+            self.node_addrs.pop(node_id, None)
+        self._respill()
+
+    def _respill(self) -> None:
+        """Requests queued here that this node can never hold (waiting for a node that fits, or
+        for a placement group bundle placed elsewhere) go where they now fit."""
+        pool = self.scheduler.pool
+        for req in self.scheduler.cancel_where(lambda r: not pool.feasible(r.units)):
+            target = self._choose_node(req.shape, None)
+            if isinstance(target, bytes) and target != self.node_id:
+                self.endpoint.reply(req.owner, p.LeaseSpillback(req.req_id, target, self.node_addrs[target]))
+            else:
+                self.scheduler.submit(req)
+
+    def on_peer_died(self, msg: p.PeerDied, peer: Peer) -> None:
+        """From the head: a node died. Our processes may hold leases or objects there."""
+        self._tell_local(msg)
+
+    def _tell_local(self, msg: Any) -> None:
+        for identity in list(self.clients) + [w for w, r in self.pool.workers.items() if r.registered]:
+            self.endpoint.reply(identity, msg)
 
     def _lease_failed(self, owner: bytes, req_id: int, error: BaseException) -> None:
         from asyncray._private.serialization import dumps_exception

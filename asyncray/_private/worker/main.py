@@ -41,6 +41,7 @@ def run(template_args: dict, cmd: dict) -> None:
     executor = Executor(rt, tasks)
     rt.executor = executor
     client = rt.client
+    client.node_id = rt.node_id
 
     def on_block() -> None:
         if threading.current_thread() is threading.main_thread():

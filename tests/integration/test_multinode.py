@@ -1,0 +1,189 @@
+"""Several node managers on this machine joined to one head (cluster_utils.Cluster), as Ray's
+own tests run them: placement across nodes, strategies, placement groups, node loss (issue 9)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import numpy as np
+import pytest
+
+import asyncray as ray
+from asyncray.cluster_utils import Cluster
+from asyncray.util import placement_group, placement_group_table, remove_placement_group
+from asyncray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
+
+
+@pytest.fixture
+def two_nodes():
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    worker = cluster.add_node(num_cpus=2, resources={"foo": 1})
+    ray.init(address=cluster.address)
+    yield cluster, worker
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@ray.remote(num_cpus=1)
+def where(*_):
+    return ray.get_runtime_context().get_node_id()
+
+
+@ray.remote(num_cpus=0)
+class Gate:
+    def __init__(self):
+        self.opened = asyncio.Event()
+        self.count = 0
+        self.changed = asyncio.Event()
+
+    async def wait(self):
+        self.count += 1
+        self.changed.set()
+        await self.opened.wait()
+
+    async def started(self, n):
+        while self.count < n:
+            self.changed.clear()
+            await self.changed.wait()
+
+    async def open(self):
+        self.opened.set()
+
+
+def wait_until(condition, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_nodes_and_resources_span_the_cluster(two_nodes):
+    cluster, worker = two_nodes
+    nodes = {n["NodeID"]: n for n in ray.nodes()}
+    assert set(nodes) == {cluster.head_node.node_id, worker.node_id}
+    assert all(n["Alive"] for n in nodes.values())
+    assert nodes[worker.node_id]["Resources"]["foo"] == 1.0
+    total = ray.cluster_resources()
+    assert total["CPU"] == 3.0 and total["foo"] == 1.0
+    assert ray.available_resources()["CPU"] == 3.0
+
+
+def test_work_goes_where_its_resources_are(two_nodes):
+    cluster, worker = two_nodes
+    assert ray.get(where.options(resources={"foo": 1}).remote(), timeout=30) == worker.node_id
+
+    @ray.remote(resources={"foo": 1})
+    class OnFoo:
+        def node(self):
+            return ray.get_runtime_context().get_node_id()
+
+    assert ray.get(OnFoo.remote().node.remote(), timeout=30) == worker.node_id
+
+
+def test_node_affinity_across_nodes(two_nodes):
+    cluster, worker = two_nodes
+    for node in (worker, cluster.head_node):
+        strategy = NodeAffinitySchedulingStrategy(node.node_id, soft=False)
+        assert ray.get([where.options(scheduling_strategy=strategy).remote() for _ in range(3)],
+                       timeout=30) == [node.node_id] * 3
+
+
+def test_busy_local_node_spills_to_the_other(two_nodes, tmp_path):
+    cluster, worker = two_nodes
+    # Tasks that hold their CPU until told to go (a file: blocking in ray.get would lend it).
+    held = [held_where.remote(str(tmp_path), i) for i in range(3)]
+    wait_until(lambda: len(list(tmp_path.glob("started-*"))) == 3)  # 3 at once: 1 CPU here, 2 there
+    gate = Gate.remote()
+    # Tasks whose arguments are not ready yet: their lease requests come and go (cancelled
+    # while queued elsewhere, granted late); a late grant must go back to the node that made it.
+    after = [where.remote(gate.wait.remote()) for _ in range(3)]
+    (tmp_path / "go").touch()
+    ran_on = ray.get(held, timeout=30)
+    assert sorted(ran_on) == sorted([cluster.head_node.node_id] + [worker.node_id] * 2)
+    ray.get(gate.open.remote())
+    assert len(ray.get(after, timeout=30)) == 3
+    wait_until(lambda: ray.available_resources().get("CPU") == 3.0)
+
+
+@ray.remote(num_cpus=1)
+def held_where(directory, i):
+    import pathlib
+
+    d = pathlib.Path(directory)
+    (d / f"started-{i}").touch()
+    while not (d / "go").exists():
+        time.sleep(0.01)
+    return ray.get_runtime_context().get_node_id()
+
+
+def test_spread_uses_every_node(two_nodes, tmp_path):
+    cluster, worker = two_nodes
+    refs = [held_where.options(scheduling_strategy="SPREAD").remote(str(tmp_path), i) for i in range(2)]
+    wait_until(lambda: len(list(tmp_path.glob("started-*"))) == 2)
+    (tmp_path / "go").touch()
+    assert set(ray.get(refs, timeout=30)) == {cluster.head_node.node_id, worker.node_id}
+
+
+def test_strict_spread_group_across_nodes(two_nodes):
+    cluster, worker = two_nodes
+    pg = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_SPREAD")
+    ray.get(pg.ready(), timeout=30)
+    placed = placement_group_table(pg)["bundles_to_node_id"]
+    assert set(placed.values()) == {cluster.head_node.node_id, worker.node_id}
+    for index in (0, 1):
+        strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=index)
+        assert ray.get(where.options(scheduling_strategy=strategy).remote(), timeout=30) == placed[index]
+    three = placement_group([{"CPU": 0.1}] * 3, strategy="STRICT_SPREAD")
+    assert three.wait(0.3) is False, "three bundles, two nodes"
+    remove_placement_group(three)
+    remove_placement_group(pg)
+    assert ray.available_resources()["CPU"] == 3.0
+
+
+def test_infeasible_task_runs_when_a_node_that_fits_joins(two_nodes):
+    cluster, _worker = two_nodes
+    ref = where.options(resources={"bar": 1}).remote()
+    ready, _ = ray.wait([ref], timeout=0.3)
+    assert not ready
+    late = cluster.add_node(num_cpus=1, resources={"bar": 1})
+    assert ray.get(ref, timeout=30) == late.node_id
+
+
+def test_large_results_from_another_node_are_read_and_freed_there(two_nodes):
+    cluster, worker = two_nodes
+
+    @ray.remote(resources={"foo": 1})
+    def big():
+        return np.ones(1_000_000)
+
+    prefix = "asyncray-" + os.path.basename(worker.session_dir)[2:] + "-"
+
+    def stored_on_worker():
+        return [f for f in os.listdir("/dev/shm") if f.startswith(prefix)]
+
+    ref = big.remote()
+    assert float(ray.get(ref, timeout=30).sum()) == 1_000_000.0
+    assert len(stored_on_worker()) == 1
+    del ref
+    wait_until(lambda: not stored_on_worker())
+
+
+def test_removed_node_work_moves(two_nodes):
+    cluster, worker = two_nodes
+    gate = Gate.options(resources={"foo": 0.5}).remote()  # on the node that goes away
+
+    @ray.remote(num_cpus=1, max_restarts=1)
+    class Counter:
+        def node(self):
+            return ray.get_runtime_context().get_node_id()
+
+    soft = NodeAffinitySchedulingStrategy(worker.node_id, soft=True)
+    counter = Counter.options(scheduling_strategy=soft).remote()
+    assert ray.get(counter.node.remote(), timeout=30) == worker.node_id
+    cluster.remove_node(worker)
+    wait_until(lambda: not all(n["Alive"] for n in ray.nodes()))
+    assert ray.get(counter.node.remote(), timeout=30) == cluster.head_node.node_id, "restarted on a live node"
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(gate.wait.remote(), timeout=30)
+    assert ray.cluster_resources()["CPU"] == 1.0
