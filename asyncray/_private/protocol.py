@@ -580,3 +580,19 @@ class ClusterUpdate(NamedTuple):
 
     nodes: list  # [[node_id, address, total_units, free_units], ...]
     dead: list  # [node_id, ...]
+
+
+@message(112)
+class ReapIfIdle(NamedTuple):
+    """Node -> idle worker: it has been idle long enough to be ended; may it go?"""
+
+    worker_id: bytes
+
+
+@message(113)
+class ReapReply(NamedTuple):
+    """Worker -> node: `owns`: it owns objects still referenced (or actors), so ending it would
+    lose them; the node keeps it."""
+
+    worker_id: bytes
+    owns: bool

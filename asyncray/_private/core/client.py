@@ -314,6 +314,12 @@ class CoreClient:
             self.endpoint.send(address, p.RegisterClient(0, self.endpoint.identity, os.getpid(), self.address,
                                                          self.job_id))
 
+    def owns_objects(self) -> bool:
+        """Whether anything this process owns is still referenced (asked rarely: when the node
+        considers ending this worker as idle)."""
+        with self.lock:
+            return any(entry.owned for entry in self.objects.values())
+
     def object_count(self) -> int:
         with self.lock:
             return len(self.objects)

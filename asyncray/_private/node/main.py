@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from typing import Any
 
 from asyncray._private import process, protocol as p
@@ -98,6 +99,7 @@ class NodeManager:
             p.ReserveBundles: self.on_reserve_bundles,
             p.ReleaseBundles: self.on_release_bundles,
             p.ClusterUpdate: self.on_cluster_update,
+            p.ReapReply: self.on_reap_reply,
             p.PeerDied: self.on_peer_died,
         }
         self.num_cpus = int(self.resources.get("CPU", 0))
@@ -432,8 +434,20 @@ class NodeManager:
         if self.stopped.is_set():
             return
         for rec in self.pool.stale_idle(self.num_cpus, self.config["idle_worker_timeout_s"]):
-            self._kill_worker(rec)
+            # It may own objects others still use (a put whose ref it returned): ask first.
+            rec.reaping = True
+            self.endpoint.reply(rec.worker_id, p.ReapIfIdle(rec.worker_id))
         self.loop.call_later(1.0, self._reap_idle)
+
+    def on_reap_reply(self, msg: p.ReapReply, peer: Peer) -> None:
+        rec = self.pool.workers.get(msg.worker_id)
+        if rec is None or not rec.reaping:
+            return
+        rec.reaping = False
+        if msg.owns:
+            rec.idle_since = time.monotonic()  # kept; asked again after another idle period
+        elif rec.lease_id is None and not rec.dying:
+            self._kill_worker(rec)
 
     # -- clients (drivers) -----------------------------------------------------------------------
     def on_register_client(self, msg: p.RegisterClient, peer: Peer) -> None:

@@ -40,6 +40,7 @@ class WorkerRecord:
     blocked: bool = False
     idle_since: float = 0.0
     dying: bool = False  # killed; its record goes when the exit is reported
+    reaping: bool = False  # asked whether it may be ended (ReapIfIdle); not leased meanwhile
 
 
 class WorkerPool:
@@ -140,7 +141,7 @@ class WorkerPool:
             q = self.idle.get(k)
             while q:
                 rec = self.workers.get(q.pop())
-                if rec is not None and rec.lease_id is None and rec.registered and not rec.dying:
+                if rec is not None and rec.lease_id is None and rec.registered and not rec.dying and not rec.reaping:
                     rec.key = key
                     return rec
         return None
@@ -167,7 +168,7 @@ class WorkerPool:
     def stale_idle(self, keep: int, timeout: float) -> list[WorkerRecord]:
         now = time.monotonic()
         idle = [self.workers[w] for q in self.idle.values() for w in q
-                if w in self.workers and not self.workers[w].dying]
+                if w in self.workers and not self.workers[w].dying and not self.workers[w].reaping]
         idle.sort(key=lambda r: r.idle_since)
         excess = len(idle) - keep
         return [r for r in idle[: max(excess, 0)] if now - r.idle_since > timeout]

@@ -59,6 +59,7 @@ def run(template_args: dict, cmd: dict) -> None:
     # handler would be lost.
     rt.add_handler(p.PushTask, executor.on_push)
     rt.add_handler(p.CancelTask, executor.on_cancel)
+    rt.add_handler(p.ReapIfIdle, lambda msg, peer: peer.answer(p.ReapReply(worker_id, client.owns_objects())))
     rt.add_handler(p.StartActor, lambda msg, peer: tasks.put((msg, peer)))
     rt.add_handler(p.PushActorTask, executor.on_actor_call)
     rt.loop.call_soon_threadsafe(rt.loop.add_reader, template_args["liveness_fd"], os._exit, 1)
