@@ -47,7 +47,9 @@ class GroupRecord(SpecNamed):
 
 
 class GroupTable:
-    def __init__(self) -> None:
+    def __init__(self, dirty: Optional[set] = None) -> None:
+        # Shared with Tables: what the snapshot writes at the end of the loop tick.
+        self.dirty: set = dirty if dirty is not None else set()
         self.groups: dict[bytes, GroupRecord] = {}
         self.names: dict[tuple[str, str], bytes] = {}
         self.pending: OrderedDict[bytes, None] = OrderedDict()
@@ -58,15 +60,22 @@ class GroupTable:
         return self.groups.get(pg_id) if pg_id is not None else None
 
     def add(self, rec: GroupRecord) -> None:
+        """A new group, or one restored from the snapshot (in the state it had)."""
         self.groups[rec.pg_id] = rec
+        self.dirty.add(("group", rec.pg_id))
+        if rec.state == REMOVED:
+            self._forget_later(rec)
+            return
         if rec.name:
             self.names[(rec.namespace, rec.name)] = rec.pg_id
-        self.pending[rec.pg_id] = None
+        if rec.state == PENDING:
+            self.pending[rec.pg_id] = None
 
     def created(self, rec: GroupRecord) -> None:
         rec.state = CREATED
         rec.latency_ms = (time.time() - rec.created_at) * 1000
         self.pending.pop(rec.pg_id, None)
+        self.dirty.add(("group", rec.pg_id))
 
     def requeue(self, rec: GroupRecord) -> None:
         rec.nodes = []
@@ -77,12 +86,17 @@ class GroupTable:
         rec.state = REMOVED
         rec.reserving.clear()
         self.pending.pop(rec.pg_id, None)
+        self.dirty.add(("group", rec.pg_id))
         if rec.name and self.names.get((rec.namespace, rec.name)) == rec.pg_id:
             del self.names[(rec.namespace, rec.name)]
+        self._forget_later(rec)
+
+    def _forget_later(self, rec: GroupRecord) -> None:
         self._removed[rec.pg_id] = None
         while len(self._removed) > KEEP_REMOVED:
             old, _ = self._removed.popitem(last=False)
             self.groups.pop(old, None)
+            self.dirty.add(("group", old))
 
     def owned_by(self, owner: str) -> list[GroupRecord]:
         return [r for r in self.groups.values()

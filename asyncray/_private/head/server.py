@@ -15,7 +15,7 @@ from typing import Any
 
 from asyncray._private import process, protocol as p
 from asyncray._private.head.actors import ActorRecord, ActorTable
-from asyncray._private.head.placement_groups import CREATED, PENDING, REMOVED, GroupRecord, GroupTable
+from asyncray._private.head.placement_groups import CREATED, PENDING, REMOVED, GroupRecord
 from asyncray._private.node.resources import to_units
 from asyncray._private.scheduling import bundles
 from asyncray._private.scheduling.cluster import ClusterView, NodeAffinity
@@ -66,7 +66,7 @@ class HeadServer:
             p.PeerDied: lambda msg, peer: None,
         }
         self.actors = ActorTable()
-        self.groups = GroupTable()
+        self.groups = self.tables.groups
         self.view = ClusterView(seed=int.from_bytes(os.urandom(4), "big"))
         self.node_addresses: dict[bytes, str] = {}  # alive node id -> address the head sends to
         self._lease_reqs: dict[int, bytes] = {}  # lease request id -> actor id

@@ -2,17 +2,19 @@
 
 WAL mode; the changes of one loop tick are committed together before the replies that depend
 on them go out (the server calls `commit` at the end of each batch). Recovered: jobs (as
-finished: their drivers must reconnect), the KV store, the job counter. Not recovered: nodes
-(they re-register), which is what Ray's GCS does too.
+finished: their drivers must reconnect), the KV store, the job counter, placement groups (with
+their state and the node of each bundle). Not recovered: nodes (they re-register), which is
+what Ray's GCS does too.
 """
 from __future__ import annotations
 
 import json
 import sqlite3
 
+from asyncray._private.head.placement_groups import GroupRecord
 from asyncray._private.head.tables import JobInfo, Tables
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Snapshot:
@@ -23,6 +25,7 @@ class Snapshot:
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         self.db.execute("CREATE TABLE IF NOT EXISTS jobs (job_id INTEGER PRIMARY KEY, info TEXT)")
         self.db.execute("CREATE TABLE IF NOT EXISTS kv (ns TEXT, key BLOB, value BLOB, PRIMARY KEY (ns, key))")
+        self.db.execute("CREATE TABLE IF NOT EXISTS groups (pg_id BLOB PRIMARY KEY, info TEXT)")
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
     def restore(self, tables: Tables) -> int:
@@ -36,6 +39,10 @@ class Snapshot:
             tables.next_job_id = max(tables.next_job_id, job_id + 1)
         for ns, key, value in self.db.execute("SELECT ns, key, value FROM kv"):
             tables.kv[(ns, bytes(key))] = bytes(value)
+        for pg_id, info in self.db.execute("SELECT pg_id, info FROM groups"):
+            d = json.loads(info)
+            tables.groups.add(GroupRecord(bytes(pg_id), d["spec"], d["state"], [bytes.fromhex(n) for n in d["nodes"]]))
+        tables.dirty.clear()  # what was just read needs no writing
         row = self.db.execute("SELECT value FROM meta WHERE key='incarnation'").fetchone()
         incarnation = int(row[0]) + 1 if row else 1
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('incarnation', ?)", (str(incarnation),))
@@ -44,7 +51,8 @@ class Snapshot:
     def commit(self, tables: Tables) -> None:
         if not tables.dirty:
             return
-        dirty, tables.dirty = tables.dirty, set()
+        dirty = set(tables.dirty)
+        tables.dirty.clear()  # in place: the group table shares this set
         cur = self.db.cursor()
         cur.execute("BEGIN")
         for kind, key in dirty:
@@ -60,6 +68,13 @@ class Snapshot:
                     cur.execute("DELETE FROM kv WHERE ns=? AND key=?", (ns, k))
                 else:
                     cur.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", (ns, k, value))
+            elif kind == "group":
+                rec = tables.groups.groups.get(key)  # type: ignore[arg-type]
+                if rec is None:
+                    cur.execute("DELETE FROM groups WHERE pg_id=?", (key,))
+                else:
+                    cur.execute("INSERT OR REPLACE INTO groups VALUES (?, ?)", (key, json.dumps(
+                        {"spec": rec.spec, "state": rec.state, "nodes": [n.hex() for n in rec.nodes]})))
         cur.execute("COMMIT")
 
     def close(self) -> None:

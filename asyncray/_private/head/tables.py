@@ -1,13 +1,16 @@
-"""The head's tables: nodes, jobs and the KV store. In memory, no I/O.
+"""The head's tables: nodes, jobs, the KV store and placement groups. In memory, no I/O.
 
 Every mutation is recorded in `dirty` so that the snapshot writer persists exactly what
-changed in one loop tick. Actors, named actors and placement groups join these tables with
-their issues.
+changed in one loop tick.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from asyncray._private.head.placement_groups import GroupTable
 
 
 class SpecNamed:
@@ -53,6 +56,12 @@ class Tables:
     kv: dict[tuple[str, bytes], bytes] = field(default_factory=dict)
     next_job_id: int = 1
     dirty: set[tuple[str, object]] = field(default_factory=set)
+    groups: GroupTable = field(init=False)
+
+    def __post_init__(self) -> None:
+        from asyncray._private.head.placement_groups import GroupTable
+
+        self.groups = GroupTable(self.dirty)  # shares `dirty`: cleared in place, never replaced
 
     def add_node(self, info: NodeInfo) -> None:
         self.nodes[info.node_id] = info
