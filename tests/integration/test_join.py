@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -111,3 +112,41 @@ def test_detached_actor_outlives_the_driver_that_made_it(first_driver):
     poll(lambda: "owned-by-driver-2" not in [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)],
          "the second driver's own actor to die with it")
     ray.kill(keeper)
+
+
+GROUP_DRIVER = textwrap.dedent("""
+    import sys
+    import asyncray as ray
+    from asyncray.util import placement_group
+    ray.init(address=sys.argv[1], namespace="shared")
+    mine = placement_group([{"CPU": 1}], name="mine")
+    kept = placement_group([{"CPU": 1}], name="kept", lifetime="detached")
+    ray.get([mine.ready(), kept.ready()])
+    print("ok")
+    ray.shutdown() if sys.argv[2] == "shutdown" else None
+""")
+
+
+@pytest.mark.parametrize("ending", ["shutdown", "exit"])
+def test_placement_groups_fate_share_with_their_job(ending):
+    from asyncray.util import get_placement_group, placement_group_table, remove_placement_group
+
+    ctx = ray.init(num_cpus=2, namespace="shared")
+    try:
+        out = subprocess.run([sys.executable, "-c", GROUP_DRIVER, ctx.address_info["address"], ending],
+                             capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO), timeout=60)
+        assert out.stdout.strip() == "ok", out.stderr
+        # The head hears of the job's end (or its driver's death) on its own: wait for it.
+        deadline = time.monotonic() + 30
+        while any(g["name"] == "mine" and g["state"] != "REMOVED" for g in placement_group_table().values()) \
+                or ray.available_resources().get("CPU") != 1.0:
+            assert time.monotonic() < deadline, "the job's placement group outlived it"
+            time.sleep(0.02)
+        with pytest.raises(ValueError, match="Failed to look up placement group with name: mine"):
+            get_placement_group("mine")
+        kept = get_placement_group("kept")  # detached: outlives the job that made it
+        assert placement_group_table(kept)["state"] == "CREATED"
+        remove_placement_group(kept)
+        assert ray.available_resources()["CPU"] == 2.0
+    finally:
+        ray.shutdown()
