@@ -553,6 +553,7 @@ class ReleaseBundles(NamedTuple):
     req_id: int
     pg_id: bytes
     removed: bool
+    indices: list | None = None  # the bundles to give back; None: all of the group's here
 
 
 @message(109)

@@ -172,6 +172,7 @@ def test_large_results_from_another_node_are_read_and_freed_there(two_nodes):
 def test_removed_node_work_moves(two_nodes):
     cluster, worker = two_nodes
     gate = Gate.options(resources={"foo": 0.5}).remote()  # on the node that goes away
+    ray.get(gate.started.remote(0), timeout=30)  # alive there (one not started yet would wait to be placed again)
 
     @ray.remote(num_cpus=1, max_restarts=1)
     class Counter:
@@ -187,3 +188,32 @@ def test_removed_node_work_moves(two_nodes):
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(gate.wait.remote(), timeout=30)
     assert ray.cluster_resources()["CPU"] == 1.0
+    gone = NodeAffinitySchedulingStrategy(worker.node_id, soft=False)
+    with pytest.raises(ray.exceptions.TaskUnschedulableError, match="dead or unknown"):
+        ray.get(where.options(scheduling_strategy=gone).remote(), timeout=30)
+    soft = NodeAffinitySchedulingStrategy(worker.node_id, soft=True)  # the restarted actor holds the 1 CPU left
+    assert ray.get(where.options(num_cpus=0, scheduling_strategy=soft).remote(), timeout=30) == \
+        cluster.head_node.node_id
+
+
+def test_group_on_a_lost_node_is_placed_again(two_nodes):
+    cluster, worker = two_nodes
+    spare = cluster.add_node(num_cpus=1, resources={"foo": 1})
+    pg = placement_group([{"foo": 1, "CPU": 1}], strategy="STRICT_PACK")
+    ray.get(pg.ready(), timeout=30)
+
+    @ray.remote(num_cpus=1, resources={"foo": 1}, max_restarts=1)
+    class InGroup:
+        def node(self):
+            return ray.get_runtime_context().get_node_id()
+
+    member = InGroup.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, 0)).remote()
+    first = ray.get(member.node.remote(), timeout=30)
+    assert placement_group_table(pg)["bundles_to_node_id"][0] == first
+    lost = next(n for n in (worker, spare) if n.node_id == first)
+    other = spare if lost is worker else worker
+    cluster.remove_node(lost)
+    wait_until(lambda: placement_group_table(pg)["state"] == "CREATED"
+               and placement_group_table(pg)["bundles_to_node_id"].get(0) == other.node_id)
+    assert ray.get(member.node.remote(), timeout=30) == other.node_id, "the actor restarted in the new bundle"
+    remove_placement_group(pg)

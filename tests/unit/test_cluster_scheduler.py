@@ -267,3 +267,20 @@ def test_work_in_a_bundle_lands_on_its_node():
         view.set_total(node, total, dict(total))
     assert view.pick(b.shape_in_bundle(CPU1, pg, 1), DEFAULT, local=placed[0]).node_id == placed[1]
     assert view.pick(b.shape_in_bundle({}, pg, 0), DEFAULT, local=placed[1]).node_id == placed[0]
+
+
+def test_lost_bundles_are_placed_again_under_the_strategy():
+    view = cluster({"CPU": 4}, {"CPU": 4}, {"CPU": 4})
+    two = bundles({"CPU": 1}, {"CPU": 1})
+    # Bundle 1 was on a node that died: STRICT_SPREAD keeps it off bundle 0's node.
+    again = b.place(view, two, b.STRICT_SPREAD, [nid(0), None])
+    assert again[0] == nid(0) and again[1] in (nid(1), nid(2))
+    # STRICT_PACK must rejoin the survivors' node, or wait.
+    assert b.place(view, two, b.STRICT_PACK, [nid(2), None]) == [nid(2), nid(2)]
+    view.acquire(nid(2), to_units({"CPU": 4}))
+    assert b.place(view, two, b.STRICT_PACK, [nid(2), None]) is None
+    # PACK prefers the node the group already uses.
+    assert b.place(view, two, b.PACK, [nid(1), None]) == [nid(1), nid(1)]
+    # Only the lost bundle counts against free resources: the kept one is reserved already.
+    view.acquire(nid(1), to_units({"CPU": 3}))
+    assert b.place(view, two, b.PACK, [nid(1), None]) == [nid(1), nid(1)]

@@ -1,4 +1,5 @@
-"""The head's placement group table: PENDING -> CREATED -> REMOVED (or PENDING -> REMOVED),
+"""The head's placement group table: PENDING -> CREATED -> REMOVED (or PENDING -> REMOVED; a
+CREATED group whose node died is RESCHEDULING until its lost bundles are placed again),
 names per namespace, who waits for a group to be ready, and the groups still to place, in
 the order they were asked for. Plain state; the server does the I/O.
 
@@ -16,7 +17,7 @@ from typing import Optional
 
 from asyncray._private.head.tables import SpecNamed
 
-PENDING, CREATED, REMOVED = "PENDING", "CREATED", "REMOVED"
+PENDING, CREATED, REMOVED, RESCHEDULING = "PENDING", "CREATED", "REMOVED", "RESCHEDULING"
 KEEP_REMOVED = 1000  # removed groups stay listed (as in Ray) up to this many
 
 
@@ -25,7 +26,8 @@ class GroupRecord(SpecNamed):
     pg_id: bytes
     spec: dict
     state: str = PENDING
-    nodes: list = field(default_factory=list)  # node id per bundle, once placed
+    nodes: list = field(default_factory=list)  # node id per bundle once placed (None: lost, to place again)
+    placing: list = field(default_factory=list)  # bundle indices the attempt in flight reserves
     reserving: dict = field(default_factory=dict)  # reservation request id -> node id, in flight
     refused: bool = False  # a node refused during this attempt
     waiters: list = field(default_factory=list)  # (identity, req_id) of WaitPlacementGroup
@@ -39,10 +41,11 @@ class GroupRecord(SpecNamed):
         return {
             "placement_group_id": self.pg_id.hex(), "name": self.name,
             "bundles": {i: dict(b) for i, b in enumerate(self.spec["bundles"])},
-            "bundles_to_node_id": {i: n.hex() for i, n in enumerate(self.nodes)},
+            "bundles_to_node_id": {i: n.hex() for i, n in enumerate(self.nodes) if n is not None},
             "strategy": self.spec["strategy"], "state": self.state,
             "stats": {"end_to_end_creation_latency_ms": self.latency_ms, "scheduling_attempt": self.attempts,
-                      "scheduling_state": {PENDING: "QUEUED", CREATED: "FINISHED", REMOVED: "REMOVED"}[self.state]},
+                      "scheduling_state": {PENDING: "QUEUED", CREATED: "FINISHED", REMOVED: "REMOVED",
+                                                       RESCHEDULING: "QUEUED"}[self.state]},
         }
 
 
@@ -68,7 +71,7 @@ class GroupTable:
             return
         if rec.name:
             self.names[(rec.namespace, rec.name)] = rec.pg_id
-        if rec.state == PENDING:
+        if rec.state in (PENDING, RESCHEDULING):
             self.pending[rec.pg_id] = None
 
     def created(self, rec: GroupRecord) -> None:
@@ -78,9 +81,23 @@ class GroupTable:
         self.dirty.add(("group", rec.pg_id))
 
     def requeue(self, rec: GroupRecord) -> None:
-        rec.nodes = []
+        """A placement attempt failed: what it placed is placed no more."""
+        for i in rec.placing:
+            rec.nodes[i] = None
+        if all(n is None for n in rec.nodes):
+            rec.nodes = []
+        rec.placing = []
         rec.refused = False
         self.pending[rec.pg_id] = None
+
+    def lost_bundles(self, rec: GroupRecord, node_id: bytes) -> None:
+        """The bundles on a dead node are to be placed again."""
+        rec.nodes = [None if n == node_id else n for n in rec.nodes]
+        if all(n is None for n in rec.nodes):
+            rec.nodes = []
+        rec.state = RESCHEDULING
+        self.pending[rec.pg_id] = None
+        self.dirty.add(("group", rec.pg_id))
 
     def removed(self, rec: GroupRecord) -> None:
         rec.state = REMOVED

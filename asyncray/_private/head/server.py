@@ -15,7 +15,7 @@ from typing import Any
 
 from asyncray._private import process, protocol as p
 from asyncray._private.head.actors import ActorRecord, ActorTable
-from asyncray._private.head.placement_groups import CREATED, PENDING, REMOVED, GroupRecord
+from asyncray._private.head.placement_groups import CREATED, PENDING, REMOVED, RESCHEDULING, GroupRecord
 from asyncray._private.node.resources import to_units
 from asyncray._private.scheduling import bundles
 from asyncray._private.scheduling.cluster import ClusterView, NodeAffinity
@@ -151,6 +151,9 @@ class HeadServer:
         logger.warning("node %s died: %s", node_id.hex(), reason)
         self.tables.node_died(node_id)
         self.view.remove_node(node_id)
+        for group in list(self.groups.groups.values()):
+            if group.state != REMOVED and node_id in group.nodes:
+                self._group_lost_node(group, node_id)
         for rec in list(self.actors.actors.values()):
             if rec.node_id != node_id or rec.state == p.DEAD:
                 continue
@@ -360,7 +363,7 @@ class HeadServer:
     def _place_group(self, rec: GroupRecord) -> None:
         units = [to_units(b) for b in rec.spec["bundles"]]
         rec.attempts += 1
-        nodes = bundles.place(self.view, units, rec.spec["strategy"])
+        nodes = bundles.place(self.view, units, rec.spec["strategy"], rec.nodes or None)
         if nodes is None:
             if not rec.warned and self.view.nodes and not bundles.feasible(self.view, units, rec.spec["strategy"]):
                 rec.warned = True
@@ -368,11 +371,12 @@ class HeadServer:
                                "pending until nodes that fit join", rec.pg_id.hex(), rec.spec["strategy"],
                                rec.spec["bundles"])
             return
+        rec.placing = [i for i, n in enumerate(rec.nodes or [None] * len(units)) if n is None]
         rec.nodes = nodes
         per_node: dict[bytes, list] = {}
-        for index, (node_id, need) in enumerate(zip(nodes, units)):
-            per_node.setdefault(node_id, []).append([index, need])
-            self.view.acquire(node_id, need)  # until the node's reply says what it has now
+        for index in rec.placing:
+            per_node.setdefault(nodes[index], []).append([index, units[index]])
+            self.view.acquire(nodes[index], units[index])  # until the node's reply says what it has now
         for node_id, items in per_node.items():
             rid = next(self._req_ids)
             rec.reserving[rid] = node_id
@@ -398,11 +402,18 @@ class HeadServer:
             return
         if not msg.ok:
             rec.refused = True
+        self._attempt_done(rec)
+
+    def _attempt_done(self, rec: GroupRecord) -> None:
+        """Every node asked in this placement attempt has answered (or died)."""
         if rec.reserving:
             return
-        if rec.refused:  # someone's view was stale: give back what was reserved, try again later
-            for node in set(rec.nodes):
-                self._node_send(node, p.ReleaseBundles(0, rec.pg_id, False))
+        if rec.refused:  # someone's view was stale: give back what this attempt reserved, retry later
+            per_node: dict[bytes, list[int]] = {}
+            for index in rec.placing:
+                per_node.setdefault(rec.nodes[index], []).append(index)
+            for node, indices in per_node.items():
+                self._node_send(node, p.ReleaseBundles(0, rec.pg_id, False, indices))
             self.groups.requeue(rec)
             return
         self.groups.created(rec)
@@ -411,11 +422,28 @@ class HeadServer:
         rec.waiters.clear()
         self._resources_changed(new_node=True)  # actors waiting for this group
 
+    def _group_lost_node(self, rec: GroupRecord, node_id: bytes) -> None:
+        """Bundles on a dead node are placed again (as in Ray); the others stay where they are.
+        Work that ran in them died with the node (actors restart into the new bundles)."""
+        for rid in [rid for rid, n in rec.reserving.items() if n == node_id]:
+            del rec.reserving[rid]
+            self._reservations.pop(rid, None)
+            rec.refused = True
+        if rec.reserving or rec.refused:  # an attempt in flight: it fails and is retried
+            rec.placing = [i for i in rec.placing if rec.nodes[i] != node_id]
+            for i, n in enumerate(rec.nodes):
+                if n == node_id:
+                    rec.nodes[i] = None
+            self._attempt_done(rec)
+            return
+        self.groups.lost_bundles(rec, node_id)
+        self._place_group(rec)
+
     def on_wait_placement_group(self, msg: p.WaitPlacementGroup, peer: Peer) -> None:
         rec = self.groups.groups.get(msg.pg_id)
         if rec is not None and rec.state == CREATED:
             peer.answer(p.PlacementGroupReply(msg.req_id, None))
-        elif rec is not None and rec.state == PENDING:
+        elif rec is not None and rec.state in (PENDING, RESCHEDULING):
             rec.waiters.append((peer.identity, msg.req_id))
         else:
             peer.answer(p.PlacementGroupReply(msg.req_id, _group_removed_error(msg.pg_id, rec is not None)))
@@ -428,7 +456,6 @@ class HeadServer:
             peer.answer(p.PlacementGroupReply(msg.req_id, None))
 
     def _remove_group(self, rec: GroupRecord, remover: tuple | None = None) -> None:
-        was_created = rec.state == CREATED or rec.reserving
         self.groups.removed(rec)
         for identity, req_id in rec.waiters:
             self.endpoint.reply(identity, p.PlacementGroupReply(req_id, _group_removed_error(rec.pg_id, True)))
@@ -442,9 +469,9 @@ class HeadServer:
                 self._unplaced.discard(actor.actor_id)
                 if actor.lease_req is not None:
                     self._lease_reqs.pop(actor.lease_req, None)
-        if was_created:
-            for node_id, need in zip(rec.nodes, rec.spec["bundles"]):
-                self.view.release(node_id, to_units(need))  # until the node's report
+        for node_id, need in zip(rec.nodes, rec.spec["bundles"]):
+            if node_id is not None:
+                self.view.release(node_id, to_units(need))  # until the node's answer
         # Every node: work may wait for this group anywhere.
         removal = [remover[0] if remover else None, remover[1] if remover else 0, len(self.node_addresses)]
         for node_id, address in self.node_addresses.items():

@@ -41,7 +41,7 @@ class Snapshot:
             tables.kv[(ns, bytes(key))] = bytes(value)
         for pg_id, info in self.db.execute("SELECT pg_id, info FROM groups"):
             d = json.loads(info)
-            tables.groups.add(GroupRecord(bytes(pg_id), d["spec"], d["state"], [bytes.fromhex(n) for n in d["nodes"]]))
+            tables.groups.add(GroupRecord(bytes(pg_id), d["spec"], d["state"], [bytes.fromhex(n) if n else None for n in d["nodes"]]))
         tables.dirty.clear()  # what was just read needs no writing
         row = self.db.execute("SELECT value FROM meta WHERE key='incarnation'").fetchone()
         incarnation = int(row[0]) + 1 if row else 1
@@ -74,7 +74,7 @@ class Snapshot:
                     cur.execute("DELETE FROM groups WHERE pg_id=?", (key,))
                 else:
                     cur.execute("INSERT OR REPLACE INTO groups VALUES (?, ?)", (key, json.dumps(
-                        {"spec": rec.spec, "state": rec.state, "nodes": [n.hex() for n in rec.nodes]})))
+                        {"spec": rec.spec, "state": rec.state, "nodes": [n.hex() if n else "" for n in rec.nodes]})))
         cur.execute("COMMIT")
 
     def close(self) -> None:

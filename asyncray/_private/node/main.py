@@ -108,7 +108,7 @@ class NodeManager:
         # reaches nodes) and the placement group bundles reserved here: group hex -> bundles.
         self.view = ClusterView()
         self.view.add_node(self.node_id, self.scheduler.pool.total)
-        self.bundles: dict[str, list[dict[str, int]]] = {}
+        self.bundles: dict[str, dict[int, dict[str, int]]] = {}  # group hex -> index -> units
         self.removed_groups: set[str] = set()
         self.node_addrs: dict[bytes, str] = {}  # the other nodes, from the head's ClusterUpdate
         self._report_due = False
@@ -290,10 +290,10 @@ class NodeManager:
         ok = pg_hex not in self.removed_groups and pool.fits(need)
         if ok:
             pool.acquire(need)
-            held = self.bundles.setdefault(pg_hex, [])
+            held = self.bundles.setdefault(pg_hex, {})
             for index, units in msg.bundles:
                 pool.grow(bundles.reserved_resources(pg_hex, index, units))
-                held.append(units)
+                held[index] = units
             self.view.set_total(self.node_id, pool.total, pool.free)
         peer.answer(p.ReserveBundlesReply(msg.req_id, ok, pool.total, pool.free))
         if ok:
@@ -314,15 +314,19 @@ class NodeManager:
                     self._kill_worker(lease.worker)
                     self.endpoint.reply(lease.owner, p.LeaseWorkerDied(
                         lease.lease_id, f"its placement group {pg_hex} was removed"))
-        held = self.bundles.pop(pg_hex, None)
-        if held is not None:
-            pool.drop([k for k in pool.total if bundles.group_of(k) == pg_hex])
-            for units in held:
-                pool.release(units)
+        held = self.bundles.get(pg_hex, {})
+        indices = [i for i in (held if msg.indices is None else msg.indices) if i in held]
+        for index in indices:
+            units = held.pop(index)
+            pool.shrink(bundles.reserved_resources(pg_hex, index, units))
+            pool.release(units)
+        if not held:
+            self.bundles.pop(pg_hex, None)
+        if indices:
             self.view.set_total(self.node_id, pool.total, pool.free)
         if msg.req_id:
             peer.answer(p.ReserveBundlesReply(msg.req_id, True, pool.total, pool.free))
-        if held is not None:
+        if indices:
             self._dispatch()
 
     def _report_resources(self) -> None:

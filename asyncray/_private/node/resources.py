@@ -47,10 +47,16 @@ class ResourcePool:
             self.total[k] = self.total.get(k, 0) + v
             self.free[k] = self.free.get(k, 0) + v
 
-    def drop(self, names: list[str]) -> None:
-        for k in names:
-            self.total.pop(k, None)
-            self.free.pop(k, None)
+    def shrink(self, gone: dict[str, int]) -> None:
+        """Resources taken away (a released bundle's); a resource left with none disappears."""
+        for k, v in gone.items():
+            left = self.total.get(k, 0) - v
+            if left <= 0:
+                self.total.pop(k, None)
+                self.free.pop(k, None)
+            else:
+                self.total[k] = left
+                self.free[k] = self.free.get(k, 0) - v
 
     def missing(self, need: dict[str, int]) -> dict[str, float]:
         return {k: v / SCALE for k, v in need.items() if self.total.get(k, 0) < v}

@@ -58,13 +58,21 @@ def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
     return out
 
 
-def place(view: ClusterView, bundles: list[dict[str, int]], strategy: str) -> Optional[list[bytes]]:
+def place(view: ClusterView, bundles: list[dict[str, int]], strategy: str,
+          placed: Optional[list] = None) -> Optional[list[bytes]]:
     """One node per bundle, among nodes that have the resources free now; None when the
     strategy cannot be met now (the group stays pending and is tried again when resources
     free up or nodes join). Nodes are tried least-loaded first; decisions count against a
-    scratch copy of free resources, so bundles placed together never overcommit a node."""
+    scratch copy of free resources, so bundles placed together never overcommit a node.
+
+    `placed`: the node of each bundle that is still reserved (None for those to place), when
+    a group lost some bundles with their node: the others stay where they are, and the
+    strategy holds for the group as a whole."""
     taken: dict[bytes, dict[str, int]] = {}  # scratch copies of the nodes bundles went to
     order = [nid for _, nid in view._order]
+    chosen: list = list(placed) if placed else [None] * len(bundles)
+    todo = [i for i, n in enumerate(chosen) if n is None]
+    used: list[bytes] = list(dict.fromkeys(n for n in chosen if n is not None))
 
     def free(nid: bytes) -> dict[str, int]:
         f = taken.get(nid)
@@ -77,16 +85,18 @@ def place(view: ClusterView, bundles: list[dict[str, int]], strategy: str) -> Op
 
     if strategy in (STRICT_PACK, PACK):
         total: dict[str, int] = {}
-        for b in bundles:
-            total = _add(total, b)
-        for nid in order:
-            if _fits(free(nid), total):
-                return [nid] * len(bundles)
+        for i in todo:
+            total = _add(total, bundles[i])
+        # STRICT_PACK: the node the group is on, if any; PACK: that node first.
+        for nid in (used if used and strategy == STRICT_PACK else used + [n for n in order if n not in used]):
+            if nid in view.nodes and _fits(free(nid), total):
+                for i in todo:
+                    chosen[i] = nid
+                return chosen
         if strategy == STRICT_PACK:
             return None
-    chosen: list[bytes] = []
-    used: list[bytes] = []
-    for b in bundles:
+    for i in todo:
+        b = bundles[i]
         if strategy == PACK:  # the nodes already used first, in the order they were used
             candidates = used + [n for n in order if n not in used]
         elif strategy == SPREAD:  # unused nodes first, then reuse
@@ -95,11 +105,11 @@ def place(view: ClusterView, bundles: list[dict[str, int]], strategy: str) -> Op
             candidates = [n for n in order if n not in used]
         else:
             raise ValueError(f"unknown placement strategy {strategy!r}")
-        nid = next((n for n in candidates if _fits(free(n), b)), None)
+        nid = next((n for n in candidates if n in view.nodes and _fits(free(n), b)), None)
         if nid is None:
             return None
         take(nid, b)
-        chosen.append(nid)
+        chosen[i] = nid
         if nid not in used:
             used.append(nid)
     return chosen

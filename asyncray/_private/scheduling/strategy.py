@@ -23,11 +23,18 @@ class Placement(NamedTuple):
     placement_group: Optional[list]  # [pg_id, capture_child_tasks] when it runs in a group
 
 
-def current_group() -> Optional[list]:
-    """[pg_id, capture] of the task or actor this process is running, if it runs in a group."""
-    from asyncray._private.worker.executor import context
+_context: Any = None
 
-    return context.placement_group
+
+def current_group() -> Optional[list]:
+    """[pg_id, capture] of the task or actor this process is running, if it runs in a group.
+    Asked on every .remote() of work without a strategy: one attribute read."""
+    global _context
+    if _context is None:
+        from asyncray._private.worker.executor import context
+
+        _context = context
+    return _context.placement_group
 
 
 def inherits_group(options: dict) -> bool:
