@@ -217,3 +217,18 @@ def test_group_on_a_lost_node_is_placed_again(two_nodes):
                and placement_group_table(pg)["bundles_to_node_id"].get(0) == other.node_id)
     assert ray.get(member.node.remote(), timeout=30) == other.node_id, "the actor restarted in the new bundle"
     remove_placement_group(pg)
+
+
+def test_queued_work_moves_to_a_node_that_joins(tmp_path):
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    ray.init(address=cluster.address)
+    try:
+        refs = [held_where.remote(str(tmp_path), i) for i in range(3)]
+        wait_until(lambda: len(list(tmp_path.glob("started-*"))) == 1)  # one CPU: the others queue
+        late = cluster.add_node(num_cpus=2)
+        wait_until(lambda: len(list(tmp_path.glob("started-*"))) == 3)  # they moved to the new node
+        (tmp_path / "go").touch()
+        assert sorted(ray.get(refs, timeout=30)) == sorted([cluster.head_node.node_id] + [late.node_id] * 2)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

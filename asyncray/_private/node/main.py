@@ -32,7 +32,7 @@ from asyncray._private.node.worker_pool import PRESTARTED, WorkerPool, WorkerRec
 from asyncray._private.object_store import segments
 from asyncray._private.object_store.store import ObjectStore, StoreFull
 from asyncray._private.scheduling import bundles
-from asyncray._private.scheduling.cluster import SPREAD, ClusterView, NodeAffinity
+from asyncray._private.scheduling.cluster import SPREAD, ClusterView, Decision, NodeAffinity
 from asyncray._private.transport.sockets import Endpoint, Peer
 
 logger = logging.getLogger("asyncray.node")
@@ -198,16 +198,18 @@ class NodeManager:
         if self._group_removed(shape):
             self._lease_failed(peer.identity, msg.req_id, self._group_removed_error())
             return
+        req = LeaseRequest(msg.req_id, peer.identity, shape, {}, msg.job_id, msg.runtime_env, msg.strategy)
         if msg.strategy is not None or len(self.view.nodes) > 1:
-            target = self._choose_node(shape, msg.strategy)
-            if isinstance(target, BaseException):
-                self._lease_failed(peer.identity, msg.req_id, target)
+            decision = self._decide(req)
+            if decision.unschedulable:
+                from asyncray.exceptions import TaskUnschedulableError
+
+                self._lease_failed(peer.identity, msg.req_id, TaskUnschedulableError(decision.unschedulable))
                 return
-            if target is not None and target != self.node_id:
-                self.view.acquire(target, to_units(shape))  # counted there until its next update
-                self.endpoint.reply(peer.identity, p.LeaseSpillback(msg.req_id, target, self.node_addrs[target]))
+            if decision.node_id is not None and decision.node_id != self.node_id:
+                self._spill(req, decision.node_id)
                 return
-        self._queue(LeaseRequest(msg.req_id, peer.identity, shape, {}, msg.job_id, msg.runtime_env))
+        self._queue(req)
         self._dispatch()
 
     def _queue(self, req: LeaseRequest) -> None:
@@ -220,16 +222,17 @@ class NodeManager:
                            "joins", bad.shape)
             self.endpoint.reply(bad.owner, p.LeaseInfeasible(bad.req_id, missing, self.resources))
 
-    def _choose_node(self, shape: dict, wire: Any) -> bytes | None | BaseException:
-        """Where a lease should go (cluster/scheduling logic); None: nowhere yet, queue here."""
+    def _decide(self, req: LeaseRequest) -> Decision:
+        """Where a lease should go, by the cluster scheduling logic (node_id None: no node can
+        hold it yet, so it waits here)."""
         self.view.set_free(self.node_id, self.scheduler.pool.free)
+        wire = req.strategy
         strategy = None if wire is None else SPREAD if wire == SPREAD else NodeAffinity(*wire[1:])
-        decision = self.view.pick(to_units(shape), strategy, local=self.node_id)
-        if decision.unschedulable:
-            from asyncray.exceptions import TaskUnschedulableError
+        return self.view.pick(to_units(req.shape), strategy, local=self.node_id)
 
-            return TaskUnschedulableError(decision.unschedulable)
-        return decision.node_id
+    def _spill(self, req: LeaseRequest, target: bytes) -> None:
+        self.view.acquire(target, to_units(req.shape))  # counted there until its next update
+        self.endpoint.reply(req.owner, p.LeaseSpillback(req.req_id, target, self.node_addrs[target]))
 
     # -- the other nodes -------------------------------------------------------------------------
     def on_cluster_update(self, msg: p.ClusterUpdate, peer: Peer) -> None:
@@ -247,13 +250,15 @@ class NodeManager:
         self._respill()
 
     def _respill(self) -> None:
-        """Requests queued here that this node can never hold (waiting for a node that fits, or
-        for a placement group bundle placed elsewhere) go where they now fit."""
+        """The view changed: requests queued here that cannot be granted now go to a node
+        where they fit now (or, if this node can never hold them, where they could), as Ray's
+        raylet moves its queued work. A queue is looked at by its oldest request, per shape."""
         pool = self.scheduler.pool
-        for req in self.scheduler.cancel_where(lambda r: not pool.feasible(r.units)):
-            target = self._choose_node(req.shape, None)
-            if isinstance(target, bytes) and target != self.node_id:
-                self.endpoint.reply(req.owner, p.LeaseSpillback(req.req_id, target, self.node_addrs[target]))
+        for req in self.scheduler.cancel_where(lambda r: not pool.fits(r.units)):
+            decision = self._decide(req)
+            target = decision.node_id
+            if target is not None and target != self.node_id and (decision.available or not pool.feasible(req.units)):
+                self._spill(req, target)
             else:
                 self.scheduler.submit(req)
 

@@ -22,6 +22,7 @@ class LeaseRequest:
     units: dict[str, int]
     job_id: int
     runtime_env: Any
+    strategy: Any = None  # as the request carried it, for decisions made again later
     key: tuple = field(default=())
     start_failures: int = 0  # workers forked for it that died before registering
 
