@@ -15,9 +15,9 @@ from typing import Any
 
 from asyncray._private import process, protocol as p
 from asyncray._private.head.actors import ActorRecord, ActorTable
-from asyncray._private.head.placement_groups import CREATED, PENDING, REMOVED, RESCHEDULING, GroupRecord
+from asyncray._private.head.group_manager import GroupManager
+from asyncray._private.head.placement_groups import REMOVED
 from asyncray._private.node.resources import to_units
-from asyncray._private.scheduling import bundles
 from asyncray._private.scheduling.cluster import ClusterView, NodeAffinity
 from asyncray._private.head.snapshot import Snapshot
 from asyncray._private.head.tables import NodeInfo, Tables
@@ -35,6 +35,7 @@ class HeadServer:
         self.incarnation = self.snapshot.restore(self.tables)
         self.stopped = asyncio.Event()
         self.endpoint = Endpoint(loop, b"head", self.handle)
+        self.group_manager = GroupManager(self)
         self.ipc_address = self.endpoint.bind(f"ipc://{args['session_dir']}/head.sock")
         self.tcp_address = self.endpoint.bind(f"tcp://{args.get('host', '127.0.0.1')}:{args.get('port', 0) or '*'}")
         self._handlers = {
@@ -55,24 +56,20 @@ class HeadServer:
             p.LeaseGranted: self.on_lease_granted,
             p.LeaseFailed: self.on_lease_failed,
             p.LeaseWorkerDied: self.on_lease_worker_died,
-            p.CreatePlacementGroup: self.on_create_placement_group,
-            p.RemovePlacementGroup: self.on_remove_placement_group,
-            p.WaitPlacementGroup: self.on_wait_placement_group,
-            p.GetPlacementGroups: self.on_get_placement_groups,
-            p.ReserveBundlesReply: self.on_reserve_bundles_reply,
+            p.CreatePlacementGroup: self.group_manager.on_create_placement_group,
+            p.RemovePlacementGroup: self.group_manager.on_remove_placement_group,
+            p.WaitPlacementGroup: self.group_manager.on_wait_placement_group,
+            p.GetPlacementGroups: self.group_manager.on_get_placement_groups,
+            p.ReserveBundlesReply: self.group_manager.on_reserve_bundles_reply,
             p.ResourceReport: self.on_resource_report,
             p.RegisterClientReply: lambda msg, peer: None,
             # Actor deaths reach us as LeaseWorkerDied; the node's death notices are not ours.
             p.PeerDied: lambda msg, peer: None,
         }
         self.actors = ActorTable()
-        self.groups = self.tables.groups
         self.view = ClusterView(seed=int.from_bytes(os.urandom(4), "big"))
         self.node_addresses: dict[bytes, str] = {}  # alive node id -> address the head sends to
         self._lease_reqs: dict[int, bytes] = {}  # lease request id -> actor id
-        self._reservations: dict[int, bytes] = {}  # ReserveBundles request id -> group id
-        # ReleaseBundles request id -> ([remover identity, its req_id, nodes left], node id)
-        self._removals: dict[int, tuple[list, bytes]] = {}
         self._unplaced: set[bytes] = set()  # actors no node can hold now; tried again when nodes or groups come
         self._node_watches: dict[bytes, Any] = {}  # node id -> stop watching its pid
         self._view_changed: set[bytes] = set()  # nodes whose resources the others have not heard of
@@ -151,9 +148,7 @@ class HeadServer:
         logger.warning("node %s died: %s", node_id.hex(), reason)
         self.tables.node_died(node_id)
         self.view.remove_node(node_id)
-        for group in list(self.groups.groups.values()):
-            if group.state != REMOVED and node_id in group.nodes:
-                self._group_lost_node(group, node_id)
+        self.group_manager.node_died(node_id)
         for rec in list(self.actors.actors.values()):
             if rec.node_id != node_id or rec.state == p.DEAD:
                 continue
@@ -175,17 +170,18 @@ class HeadServer:
                 self.endpoint.send(job.driver_address, died)
 
     def _resources_changed(self, new_node: bool = False) -> None:
-        """Resources came free or a node joined: place what waits, oldest first."""
-        for pg_id in list(self.groups.pending):
-            rec = self.groups.groups[pg_id]
-            if not rec.reserving:
-                self._place_group(rec)
+        """Resources came free or a node joined: place what waits."""
+        self.group_manager.place_pending()
         if new_node:
-            for aid in list(self._unplaced):
-                rec = self.actors.actors.get(aid)
-                self._unplaced.discard(aid)
-                if rec is not None and rec.state in (p.PENDING_CREATION, p.RESTARTING) and rec.lease_req is None:
-                    self._schedule(rec)
+            self.place_waiting_actors()
+
+    def place_waiting_actors(self) -> None:
+        """A node joined or a group was created: actors no node could hold may fit now."""
+        for aid in list(self._unplaced):
+            rec = self.actors.actors.get(aid)
+            self._unplaced.discard(aid)
+            if rec is not None and rec.state in (p.PENDING_CREATION, p.RESTARTING) and rec.lease_req is None:
+                self._schedule(rec)
 
     def _node_send(self, node_id: bytes | None, msg: Any) -> None:
         address = self.node_addresses.get(node_id) if node_id is not None else None
@@ -249,7 +245,7 @@ class HeadServer:
                                                          ["NODE", decision.node_id, False, False]))
 
     def _group_gone(self, pg_id: bytes) -> bool:
-        g = self.groups.groups.get(pg_id)
+        g = self.tables.groups.groups.get(pg_id)
         return g is None or g.state == REMOVED
 
     def on_lease_granted(self, msg: p.LeaseGranted, peer: Peer) -> None:
@@ -342,153 +338,19 @@ class HeadServer:
     def on_owner_died(self, msg: p.OwnerDied, peer: Peer) -> None:
         for rec in self.actors.owned_by(msg.address):
             self.on_kill_actor(p.KillActor(rec.actor_id, True), peer)
-        for group in self.groups.owned_by(msg.address):  # groups fate-share with their creator
-            self._remove_group(group)
+        self.group_manager.remove_owned_by(msg.address)
 
-    # -- placement groups ------------------------------------------------------------------------
-    def on_create_placement_group(self, msg: p.CreatePlacementGroup, peer: Peer) -> None:
-        spec = msg.spec
-        if spec.get("name") and self.groups.named(spec.get("namespace") or "", spec["name"]) is not None:
-            from asyncray._private.serialization import dumps_exception
-
-            err = ValueError(f"Placement group name {spec['name']!r} is already taken in namespace "
-                             f"{spec.get('namespace')!r}. Use another name, or get_placement_group({spec['name']!r}).")
-            peer.answer(p.PlacementGroupReply(msg.req_id, dumps_exception(err)))
-            return
-        rec = GroupRecord(msg.pg_id, spec)
-        self.groups.add(rec)
-        peer.answer(p.PlacementGroupReply(msg.req_id, None))
-        self._place_group(rec)
-
-    def _place_group(self, rec: GroupRecord) -> None:
-        units = [to_units(b) for b in rec.spec["bundles"]]
-        rec.attempts += 1
-        nodes = bundles.place(self.view, units, rec.spec["strategy"], rec.nodes or None)
-        if nodes is None:
-            if not rec.warned and self.view.nodes and not bundles.feasible(self.view, units, rec.spec["strategy"]):
-                rec.warned = True
-                logger.warning("placement group %s (%s, %s) cannot be placed on the nodes of this cluster; it stays "
-                               "pending until nodes that fit join", rec.pg_id.hex(), rec.spec["strategy"],
-                               rec.spec["bundles"])
-            return
-        rec.placing = [i for i, n in enumerate(rec.nodes or [None] * len(units)) if n is None]
-        rec.nodes = nodes
-        per_node: dict[bytes, list] = {}
-        for index in rec.placing:
-            per_node.setdefault(nodes[index], []).append([index, units[index]])
-            self.view.acquire(nodes[index], units[index])  # until the node's reply says what it has now
-        for node_id, items in per_node.items():
-            rid = next(self._req_ids)
-            rec.reserving[rid] = node_id
-            self._reservations[rid] = rec.pg_id
-            self._node_send(node_id, p.ReserveBundles(rid, rec.pg_id, items))
-
-    def on_reserve_bundles_reply(self, msg: p.ReserveBundlesReply, peer: Peer) -> None:
-        removal, node_id = self._removals.pop(msg.req_id, (None, b""))
-        if removal is not None:  # a node has let go of a removed group
-            self._node_resources(node_id, msg.total, msg.free)
-            removal[2] -= 1
-            if removal[2] == 0:
-                if removal[0] is not None:
-                    self.endpoint.reply(removal[0], p.PlacementGroupReply(removal[1], None))
-                self._resources_changed()
-            return
-        pg_id = self._reservations.pop(msg.req_id, None)
-        rec = self.groups.groups.get(pg_id) if pg_id is not None else None
-        node_id = rec.reserving.pop(msg.req_id, None) if rec is not None else None
-        if node_id is not None:
-            self._node_resources(node_id, msg.total, msg.free)
-        if rec is None or rec.state == REMOVED or node_id is None:
-            return
-        if not msg.ok:
-            rec.refused = True
-        self._attempt_done(rec)
-
-    def _attempt_done(self, rec: GroupRecord) -> None:
-        """Every node asked in this placement attempt has answered (or died)."""
-        if rec.reserving:
-            return
-        if rec.refused:  # someone's view was stale: give back what this attempt reserved, retry later
-            per_node: dict[bytes, list[int]] = {}
-            for index in rec.placing:
-                per_node.setdefault(rec.nodes[index], []).append(index)
-            for node, indices in per_node.items():
-                self._node_send(node, p.ReleaseBundles(0, rec.pg_id, False, indices))
-            self.groups.requeue(rec)
-            return
-        self.groups.created(rec)
-        for identity, req_id in rec.waiters:
-            self.endpoint.reply(identity, p.PlacementGroupReply(req_id, None))
-        rec.waiters.clear()
-        self._resources_changed(new_node=True)  # actors waiting for this group
-
-    def _group_lost_node(self, rec: GroupRecord, node_id: bytes) -> None:
-        """Bundles on a dead node are placed again (as in Ray); the others stay where they are.
-        Work that ran in them died with the node (actors restart into the new bundles)."""
-        for rid in [rid for rid, n in rec.reserving.items() if n == node_id]:
-            del rec.reserving[rid]
-            self._reservations.pop(rid, None)
-            rec.refused = True
-        if rec.reserving or rec.refused:  # an attempt in flight: it fails and is retried
-            rec.placing = [i for i in rec.placing if rec.nodes[i] != node_id]
-            for i, n in enumerate(rec.nodes):
-                if n == node_id:
-                    rec.nodes[i] = None
-            self._attempt_done(rec)
-            return
-        self.groups.lost_bundles(rec, node_id)
-        self._place_group(rec)
-
-    def on_wait_placement_group(self, msg: p.WaitPlacementGroup, peer: Peer) -> None:
-        rec = self.groups.groups.get(msg.pg_id)
-        if rec is not None and rec.state == CREATED:
-            peer.answer(p.PlacementGroupReply(msg.req_id, None))
-        elif rec is not None and rec.state in (PENDING, RESCHEDULING):
-            rec.waiters.append((peer.identity, msg.req_id))
-        else:
-            peer.answer(p.PlacementGroupReply(msg.req_id, _group_removed_error(msg.pg_id, rec is not None)))
-
-    def on_remove_placement_group(self, msg: p.RemovePlacementGroup, peer: Peer) -> None:
-        rec = self.groups.groups.get(msg.pg_id)
-        if rec is not None and rec.state != REMOVED and self.node_addresses:
-            self._remove_group(rec, (peer.identity, msg.req_id))  # answered once every node let go
-        else:
-            peer.answer(p.PlacementGroupReply(msg.req_id, None))
-
-    def _remove_group(self, rec: GroupRecord, remover: tuple | None = None) -> None:
-        self.groups.removed(rec)
-        for identity, req_id in rec.waiters:
-            self.endpoint.reply(identity, p.PlacementGroupReply(req_id, _group_removed_error(rec.pg_id, True)))
-        rec.waiters.clear()
-        # Its actors are dead for good (ActorDiedError), before their workers are killed.
+    def group_removed(self, pg_id: bytes) -> None:
+        """The group manager removed a group: its actors are dead for good (ActorDiedError),
+        before the nodes kill their workers."""
         for actor in list(self.actors.actors.values()):
             group = actor.spec.get("placement_group")
-            if group is not None and group[0] == rec.pg_id and actor.state != p.DEAD:
+            if group is not None and group[0] == pg_id and actor.state != p.DEAD:
                 self._set_dead(actor, _died_error(actor.actor_id, "died: its placement group was removed.",
                                                   actor.spec.get("class_name")))
                 self._unplaced.discard(actor.actor_id)
                 if actor.lease_req is not None:
                     self._lease_reqs.pop(actor.lease_req, None)
-        for node_id, need in zip(rec.nodes, rec.spec["bundles"]):
-            if node_id is not None:
-                self.view.release(node_id, to_units(need))  # until the node's answer
-        # Every node: work may wait for this group anywhere.
-        removal = [remover[0] if remover else None, remover[1] if remover else 0, len(self.node_addresses)]
-        for node_id, address in self.node_addresses.items():
-            rid = next(self._req_ids)
-            self._removals[rid] = (removal, node_id)
-            self.endpoint.send(address, p.ReleaseBundles(rid, rec.pg_id, True))
-
-    def on_get_placement_groups(self, msg: p.GetPlacementGroups, peer: Peer) -> None:
-        if msg.pg_id is not None:
-            rec = self.groups.groups.get(msg.pg_id)
-            found = [rec] if rec is not None else []
-        elif msg.name:
-            rec = self.groups.named(msg.namespace, msg.name)
-            found = [rec] if rec is not None else []
-        else:
-            found = list(self.groups.groups.values())
-        peer.answer(p.PlacementGroupsReply(msg.req_id, [r.table() for r in found]))
 
     def on_subscribe_actor(self, msg: p.SubscribeActor, peer: Peer) -> None:
         rec = self.actors.actors.get(msg.actor_id)
@@ -521,8 +383,7 @@ class HeadServer:
 
     def on_job_finished(self, msg: p.JobFinished, peer: Peer) -> None:
         self.tables.finish_job(msg.job_id)
-        for group in self.groups.of_job(msg.job_id):
-            self._remove_group(group)
+        self.group_manager.remove_of_job(msg.job_id)
 
     def on_get_nodes(self, msg: p.GetNodes, peer: Peer) -> None:
         peer.answer(p.NodesReply(msg.req_id, self.tables.node_list()))
@@ -536,13 +397,6 @@ class HeadServer:
     def _parent_gone(self) -> None:
         self.loop.remove_reader(self.args["liveness_fd"])
         self.stopped.set()
-
-
-def _group_removed_error(pg_id: bytes, known: bool) -> bytes:
-    from asyncray._private.serialization import dumps_exception
-
-    what = "was removed" if known else "is unknown to this cluster"
-    return dumps_exception(ValueError(f"Placement group {pg_id.hex()} {what}: it will never be ready."))
 
 
 def _died_error(actor_id: bytes, what: str, class_name: str | None = None) -> bytes:
