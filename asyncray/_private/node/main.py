@@ -254,13 +254,17 @@ class NodeManager:
         where they fit now (or, if this node can never hold them, where they could), as Ray's
         raylet moves its queued work. A queue is looked at by its oldest request, per shape."""
         pool = self.scheduler.pool
+        staying: set[tuple] = set()  # shapes for which nowhere better was found: the rest stay too
         for req in self.scheduler.cancel_where(lambda r: not pool.fits(r.units)):
-            decision = self._decide(req)
-            target = decision.node_id
-            if target is not None and target != self.node_id and (decision.available or not pool.feasible(req.units)):
-                self._spill(req, target)
-            else:
-                self.scheduler.submit(req)
+            if req.key not in staying:
+                decision = self._decide(req)
+                target = decision.node_id
+                if target is not None and target != self.node_id and (
+                        decision.available or not pool.feasible(req.units)):
+                    self._spill(req, target)
+                    continue
+                staying.add(req.key)
+            self.scheduler.submit(req)
 
     def on_peer_died(self, msg: p.PeerDied, peer: Peer) -> None:
         """From the head: a node died. Our processes may hold leases or objects there."""
@@ -315,6 +319,7 @@ class NodeManager:
             for lease in list(self.leases.values()):  # what runs in the group ends
                 if any(bundles.group_of(k) == pg_hex for k in lease.units):
                     del self.leases[lease.lease_id]
+                    self._release(lease)
                     lease.worker.lease_id = None
                     self._kill_worker(lease.worker)
                     self.endpoint.reply(lease.owner, p.LeaseWorkerDied(
