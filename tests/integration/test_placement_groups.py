@@ -278,3 +278,8 @@ def test_get_timeout_on_pending_group(four_cpus):
     with pytest.raises(GetTimeoutError):
         ray.get(pg.ready(), timeout=0.2)
     remove_placement_group(pg)
+
+
+def test_label_selector_is_refused_not_ignored(four_cpus):
+    with pytest.raises(NotImplementedError, match="label_selector.*node labels"):
+        current_pg.options(label_selector={"zone": "us"}).remote()

@@ -47,6 +47,12 @@ def resolve(options: dict, placement: dict, held: dict, what: str) -> Placement:
     from asyncray.util.placement_group import PlacementGroup
     from asyncray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
+    for unsupported in ("label_selector", "fallback_strategy"):
+        if options.get(unsupported):
+            raise NotImplementedError(
+                f"{what}: {unsupported}={options[unsupported]!r} needs node labels, which asyncray nodes do not have "
+                f"yet; no node would match, so the work would never run. Remove the option, or place the work with "
+                f"resources={{...}} or NodeAffinitySchedulingStrategy instead.")
     strategy = options.get("scheduling_strategy")
     pg: Any = None
     index = -1
