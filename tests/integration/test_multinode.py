@@ -232,3 +232,16 @@ def test_queued_work_moves_to_a_node_that_joins(tmp_path):
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_actors_created_together_use_every_node(two_nodes):
+    cluster, worker = two_nodes
+
+    @ray.remote(num_cpus=1)
+    class Busy:
+        def node(self):
+            return ray.get_runtime_context().get_node_id()
+
+    actors = [Busy.remote() for _ in range(3)]  # 3 CPUs in all: 1 on the head node, 2 on the other
+    placed = ray.get([a.node.remote() for a in actors], timeout=30)
+    assert sorted(placed) == sorted([cluster.head_node.node_id] + [worker.node_id] * 2)

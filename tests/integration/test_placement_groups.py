@@ -118,7 +118,7 @@ def test_bundle_bounds_what_runs_in_it(four_cpus):
         return ray.available_resources()
 
     first = held.options(scheduling_strategy=in_pg(pg, 0)).remote(gate)
-    second = held.options(scheduling_strategy=in_pg(pg, 0)).remote(gate)
+    second = held.options(scheduling_strategy=in_pg(pg, -1)).remote(gate)  # "any bundle": the same one
     ray.get(gate.started.remote(1), timeout=30)  # one is running; the bundle has no CPU left
     key = f"CPU_group_0_{pg.id.hex()}"
     assert ray.available_resources().get(key, 0) == 0

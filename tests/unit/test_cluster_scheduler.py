@@ -250,7 +250,11 @@ def test_reserved_bundle_resources_and_task_shape():
     assert res == {f"CPU_group_1_{pg}": 20_000, f"CPU_group_{pg}": 20_000, f"GPU_group_1_{pg}": 10_000,
                    f"GPU_group_{pg}": 10_000, f"bundle_group_1_{pg}": 10_000_000, f"bundle_group_{pg}": 10_000_000}
     assert b.shape_in_bundle(CPU1, pg, -1) == {f"CPU_group_{pg}": 10_000, f"bundle_group_{pg}": 10}
-    assert b.shape_in_bundle({}, pg, 0) == {f"bundle_group_0_{pg}": 10}
+    # A named bundle also takes from the group-wide resources, so "any bundle" work cannot
+    # use what bundle 0's work holds.
+    assert b.shape_in_bundle({}, pg, 0) == {f"bundle_group_0_{pg}": 10, f"bundle_group_{pg}": 10}
+    assert b.shape_in_bundle(CPU1, pg, 1) == {f"CPU_group_{pg}": 10_000, f"CPU_group_1_{pg}": 10_000,
+                                              f"bundle_group_{pg}": 10, f"bundle_group_1_{pg}": 10}
     assert b.group_of(f"CPU_group_0_{pg}") == pg and b.group_of(f"bundle_group_{pg}") == pg
     assert b.group_of("CPU") is None
 

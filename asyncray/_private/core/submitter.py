@@ -16,6 +16,7 @@ from typing import Any, Callable
 from asyncray._private import ids, protocol as p, serialization
 from asyncray._private.core.common import Entry, IdRef, call_in, peer_error, retryable
 from asyncray._private.core.leases import Lease, ShapeQueue
+from asyncray._private.scheduling.strategy import spillback_strategy
 from asyncray._private.transport.sockets import Peer
 
 logger = logging.getLogger("asyncray")
@@ -259,11 +260,11 @@ class TaskSubmitter:
             return
         node = q.requests.pop(msg.req_id, self.client.node_address)
         if isinstance(msg, p.LeaseSpillback):
-            # Another node fits: ask it, with a soft affinity so that it holds the lease itself
-            # unless it cannot (then it may send us on again).
+            # Another node fits: ask it, with a soft affinity that lets it pass the request on if
+            # it turns out busy after all (views lag by up to ~100 ms) and another node is free.
             self.client.know_node(msg.node_id, msg.address)
             if q.pending:
-                self._request_lease(q, msg.address, ["NODE", msg.node_id, True, False])
+                self._request_lease(q, msg.address, spillback_strategy(q.strategy, msg.node_id))
             return
         if isinstance(msg, p.LeaseFailed):
             err = serialization.deserialize_exception(msg.error)
@@ -500,4 +501,3 @@ class TaskSubmitter:
             lease.in_flight.clear()
             self._pump(q)
             return
-

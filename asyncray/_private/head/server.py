@@ -19,6 +19,7 @@ from asyncray._private.head.group_manager import GroupManager
 from asyncray._private.head.placement_groups import REMOVED
 from asyncray._private.node.resources import to_units
 from asyncray._private.scheduling.cluster import ClusterView, NodeAffinity
+from asyncray._private.scheduling.strategy import spillback_strategy
 from asyncray._private.head.snapshot import Snapshot
 from asyncray._private.head.tables import NodeInfo, Tables
 from asyncray._private.transport.sockets import Endpoint, Peer
@@ -55,6 +56,7 @@ class HeadServer:
             p.OwnerDied: self.on_owner_died,
             p.LeaseGranted: self.on_lease_granted,
             p.LeaseFailed: self.on_lease_failed,
+            p.LeaseSpillback: self.on_lease_spillback,
             p.LeaseWorkerDied: self.on_lease_worker_died,
             p.CreatePlacementGroup: self.group_manager.on_create_placement_group,
             p.RemovePlacementGroup: self.group_manager.on_remove_placement_group,
@@ -235,14 +237,28 @@ class HeadServer:
                                "fits joins", rec.spec.get("class_name"), placement)
             self._unplaced.add(rec.actor_id)
             return
+        # Counted against the node until it reports, so a burst of actors spreads out; the node
+        # decides again with its own fresher view and may send the request on (LeaseSpillback).
+        self.view.acquire(decision.node_id, to_units(rec.spec.get("shape", {})))
+        self._request_actor_lease(rec, decision.node_id, rec.spec.get("strategy"))
+
+    def _request_actor_lease(self, rec: ActorRecord, node_id: bytes, strategy: Any) -> None:
         rid = next(self._req_ids)
         rec.lease_req = rid
-        rec.node_id = decision.node_id
+        rec.node_id = node_id
         self._lease_reqs[rid] = rec.actor_id
-        # The node must not decide again: the head has chosen it (it queues the lease while busy).
-        self._node_send(decision.node_id, p.RequestLease(rid, rec.spec.get("shape", {}), rec.spec.get("job_id", 0),
-                                                         rec.spec.get("runtime_env"),
-                                                         ["NODE", decision.node_id, False, False]))
+        self._node_send(node_id, p.RequestLease(rid, rec.spec.get("shape", {}), rec.spec.get("job_id", 0),
+                                                rec.spec.get("runtime_env"), strategy))
+
+    def on_lease_spillback(self, msg: p.LeaseSpillback, peer: Peer) -> None:
+        aid = self._lease_reqs.pop(msg.req_id, None)
+        rec = self.actors.actors.get(aid) if aid is not None else None
+        if rec is None or rec.state == p.DEAD or msg.node_id not in self.node_addresses:
+            if rec is not None and rec.state != p.DEAD:
+                rec.lease_req = None
+                self._schedule(rec)  # the node it was sent to is gone: decide again
+            return
+        self._request_actor_lease(rec, msg.node_id, spillback_strategy(rec.spec.get("strategy"), msg.node_id))
 
     def _group_gone(self, pg_id: bytes) -> bool:
         g = self.tables.groups.groups.get(pg_id)

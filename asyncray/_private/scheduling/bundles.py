@@ -37,10 +37,16 @@ def reserved_resources(pg_hex: str, index: int, bundle: dict[str, int]) -> dict[
 
 
 def shape_in_bundle(need: dict, pg_hex: str, index: int, bundle_amount: float = TASK_BUNDLE_UNITS) -> dict:
-    """A task's or actor's resources, renamed to come out of bundle `index` (-1: any bundle).
-    `bundle_amount`: the share of the bundle resource it asks for (0.001, in the units of `need`)."""
-    out = {group_resource(k, pg_hex, index): v for k, v in need.items()}
-    out[group_resource(BUNDLE, pg_hex, index)] = bundle_amount
+    """A task's or actor's resources, renamed to come out of the group: out of the group's
+    "any bundle" resources always (they count what the whole group holds), and out of bundle
+    `index`'s too when one is named, as Ray's AddPlacementGroupConstraint does; so work in
+    bundle 0 and work in "any bundle" never overcommit bundle 0 together. `bundle_amount`: the
+    share of the bundle resource it asks for (0.001, in the units of `need`)."""
+    out: dict = {}
+    for k, v in list(need.items()) + [(BUNDLE, bundle_amount)]:
+        out[group_resource(k, pg_hex)] = v
+        if index >= 0:
+            out[group_resource(k, pg_hex, index)] = v
     return out
 
 

@@ -19,7 +19,8 @@ Policies, after Ray's raylet (src/ray/raylet/scheduling/policy/):
   Where Ray sorts every node to find the top k, we draw a position in the first k of the
   index and take the first node from there that fits: the same spread, without the sort.
   A shape without GPUs avoids GPU nodes while a non-GPU node fits. When no node fits now,
-  the least-loaded feasible node is chosen and the lease queues there.
+  the lease queues on the local node if it is as little loaded as the best feasible node,
+  else on one of the k least-loaded feasible nodes.
 - SPREAD: round-robin over the alive nodes from a rotating cursor; the first that fits now,
   else the first feasible.
 - Node affinity: the named node if it is alive and could ever fit the shape; soft affinity
@@ -230,13 +231,13 @@ class ClusterView:
             d = self._first_fit(order, need, k, local, skip_gpu=False)
             if d is not None:
                 return d
-            return self._queue_on_feasible([self.nodes[nid] for _, nid in order], need, k)
+            return self._queue_on_feasible([self.nodes[nid] for _, nid in order], need, k, local)
         cands = sorted((self.nodes[nid] for nid in restricted), key=lambda n: (n.score, n.node_id))
         order = [(n.score, n.node_id) for n in cands]
         d = self._first_fit(order, need, k, local, skip_gpu=False)
         if d is not None:
             return d
-        return self._queue_on_feasible(cands, need, k)
+        return self._queue_on_feasible(cands, need, k, local)
 
     def _first_fit(self, order: list, need: dict[str, int], k: int, local: Optional[bytes],
                    skip_gpu: bool) -> Optional[Decision]:
@@ -266,10 +267,17 @@ class ClusterView:
                 return Decision(node.node_id, True)
         return Decision(best.node_id, True)
 
-    def _queue_on_feasible(self, ordered: list[NodeResources], need: dict[str, int], k: int) -> Decision:
+    def _queue_on_feasible(self, ordered: list[NodeResources], need: dict[str, int], k: int,
+                           local: Optional[bytes]) -> Decision:
+        """No node fits now: queue on the local node if it is as little loaded as the best
+        feasible one (so busy nodes do not pass work back and forth), else on one of the k
+        least-loaded feasible nodes."""
         feasible = [n for n in ordered if _fits(n.total, need)]
         if not feasible:
             return Decision(None, infeasible=True)
+        ln = self.nodes.get(local) if local is not None else None
+        if ln is not None and ln.score <= feasible[0].score and _fits(ln.total, need):
+            return Decision(local, False)
         return Decision(feasible[self.rng.randrange(min(k, len(feasible)))].node_id, False)
 
     def _spread(self, need: dict[str, int]) -> Decision:

@@ -109,3 +109,12 @@ def _node_id(node_id: Any) -> bytes:
             return raw
     raise ValueError(f"NodeAffinitySchedulingStrategy needs node_id as a 56-character hex string (as ray.nodes() "
                      f"and get_runtime_context().get_node_id() give), got {node_id!r}.")
+
+
+def spillback_strategy(strategy: Any, target: bytes) -> Any:
+    """What a request sent on to `target` carries: a hard node affinity stays as it was (the
+    work must run there); anything else becomes a soft affinity to `target` that lets it pass
+    the request on if it turns out busy after all (views lag by up to ~100 ms)."""
+    if isinstance(strategy, list) and not strategy[2]:
+        return strategy
+    return ["NODE", target, True, True]
