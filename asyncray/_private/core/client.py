@@ -72,7 +72,7 @@ class CoreClient:
         self._req_ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._pending_at: dict[str, set[int]] = {}  # address -> requests that fail if it dies
-        self._dead_peers: dict[str, str] = {}  # address -> why (from PeerDied)
+        self.dead_peers: dict[str, str] = {}  # address -> why (from PeerDied)
         self._fetching: set[bytes] = set()
         self._borrower_waits: dict[bytes, list[tuple[Peer, int]]] = {}
         self.closed = False
@@ -274,7 +274,7 @@ class CoreClient:
 
     def on_peer_died(self, msg: p.PeerDied, peer: Peer) -> None:
         """A process on our node died: what we wait for from it fails; its borrows go."""
-        self._dead_peers[msg.address] = msg.reason
+        self.dead_peers[msg.address] = msg.reason
         if msg.address in self.registered_nodes or msg.address in self.node_addresses.values():
             self.registered_nodes.discard(msg.address)
             self.submitter.on_node_died(msg.address, msg.reason)
@@ -423,8 +423,8 @@ class CoreClient:
     def _request(self, address: str, make: Callable[[int], Any], on_reply: Callable[[Any], None],
                  owner_failed: Callable[[str, str], None] | None = None) -> int:
         """Send a request; on_reply gets the answer, or owner_failed an error if the peer dies."""
-        if address in self._dead_peers and owner_failed is not None:
-            owner_failed(address, self._dead_peers[address])
+        if address in self.dead_peers and owner_failed is not None:
+            owner_failed(address, self.dead_peers[address])
             return 0
         rid = next(self._req_ids)
         self._pending[rid] = _Pending(on_reply, owner_failed, address)

@@ -240,6 +240,9 @@ class TaskSubmitter:
             q.requests.clear()
 
     def _request_lease(self, q: ShapeQueue, node: str, strategy: Any) -> None:
+        if node in self.client.dead_peers:
+            # Sent on (spillback) to a node we have since heard is dead: ask our own again.
+            node, strategy = self.client.node_address, q.strategy
         self.client.ensure_registered(node)
         rid = self.client._request(node, lambda rid: p.RequestLease(rid, q.shape, self.client.job_id, q.runtime_env,
                                                                     strategy), self._on_lease_reply)

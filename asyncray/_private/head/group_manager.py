@@ -39,6 +39,8 @@ class GroupManager:
         for group in list(self.groups.groups.values()):
             if group.state != REMOVED and node_id in group.nodes:
                 self._lost_node(group, node_id)
+        for rid in [rid for rid, (_, n) in self._removals.items() if n == node_id]:
+            self._removal_answered(self._removals.pop(rid)[0])  # a dead node has let go too
 
     def remove_owned_by(self, owner: str) -> None:
         for group in self.groups.owned_by(owner):  # groups fate-share with their creator
@@ -89,11 +91,7 @@ class GroupManager:
         removal, node_id = self._removals.pop(msg.req_id, (None, b""))
         if removal is not None:  # a node has let go of a removed group
             self.head._node_resources(node_id, msg.total, msg.free)
-            removal[2] -= 1
-            if removal[2] == 0:
-                if removal[0] is not None:
-                    self.head.endpoint.reply(removal[0], p.PlacementGroupReply(removal[1], None))
-                self.head._resources_changed()
+            self._removal_answered(removal)
             return
         pg_id = self._reservations.pop(msg.req_id, None)
         rec = self.groups.groups.get(pg_id) if pg_id is not None else None
@@ -150,9 +148,16 @@ class GroupManager:
         else:
             peer.answer(p.PlacementGroupReply(msg.req_id, _group_removed_error(msg.pg_id, rec is not None)))
 
+    def _removal_answered(self, removal: list) -> None:
+        removal[2] -= 1
+        if removal[2] == 0:
+            if removal[0] is not None:
+                self.head.endpoint.reply(removal[0], p.PlacementGroupReply(removal[1], None))
+            self.head._resources_changed()
+
     def on_remove_placement_group(self, msg: p.RemovePlacementGroup, peer: Peer) -> None:
         rec = self.groups.groups.get(msg.pg_id)
-        if rec is not None and rec.state != REMOVED and self.head.node_addresses:
+        if rec is not None and rec.state != REMOVED:
             self.remove(rec, (peer.identity, msg.req_id))  # answered once every node let go
         else:
             peer.answer(p.PlacementGroupReply(msg.req_id, None))
@@ -168,6 +173,10 @@ class GroupManager:
                 self.head.view.release(node_id, to_units(need))  # until the node's answer
         # Every node: work may wait for this group anywhere.
         removal = [remover[0] if remover else None, remover[1] if remover else 0, len(self.head.node_addresses)]
+        if not self.head.node_addresses:  # no node to tell
+            removal[2] = 1
+            self._removal_answered(removal)
+            return
         for node_id, address in self.head.node_addresses.items():
             rid = next(self.head._req_ids)
             self._removals[rid] = (removal, node_id)

@@ -159,8 +159,9 @@ class HeadServer:
                 rec.lease_req = None
             if rec.state == p.ALIVE:
                 self._crashed(rec, f"its node {node_id.hex()} died ({reason})")
-            else:  # not started yet: place it again
+            else:  # not started yet: place it again (a late ActorStarted from the dead one is ignored)
                 self.actors.set_lease(rec, None)
+                rec.incarnation += 1
                 self._schedule(rec)
         died = p.PeerDied(address, f"node {node_id.hex()} died: {reason}")
         gone = p.ClusterUpdate([], [node_id])

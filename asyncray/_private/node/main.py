@@ -21,7 +21,6 @@ import os
 import shutil
 import signal
 import sys
-import time
 from typing import Any
 
 from asyncray._private import process, protocol as p
@@ -458,8 +457,9 @@ class NodeManager:
         if rec is None or not rec.reaping:
             return
         rec.reaping = False
-        if msg.owns:
-            rec.idle_since = time.monotonic()  # kept; asked again after another idle period
+        if msg.owns:  # kept, and asked again after another idle period
+            if rec.lease_id is None and not rec.dying:
+                self.pool.keep_idle(rec)
         elif rec.lease_id is None and not rec.dying:
             self._kill_worker(rec)
 

@@ -135,6 +135,14 @@ class WorkerPool:
         rec.idle_since = time.monotonic()
         self.idle.setdefault(rec.key, deque()).append(rec.worker_id)
 
+    def keep_idle(self, rec: WorkerRecord) -> None:
+        """An idle worker stays: idle from now on (back in its queue if a lease request passed
+        it over while it was being asked whether it could go)."""
+        q = self.idle.setdefault(rec.key, deque())
+        if rec.worker_id not in q:
+            q.append(rec.worker_id)
+        rec.idle_since = time.monotonic()
+
     def pop_idle(self, key: str, claim_prestarted: bool) -> WorkerRecord | None:
         """An idle worker for `key`; else, if allowed, a prestarted one, which `key` then claims."""
         for k in (key, PRESTARTED) if claim_prestarted else (key,):
