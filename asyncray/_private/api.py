@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from asyncray._private import options as opts, runtime as runtime_mod
 from asyncray._private.config import Config
+from asyncray._private.transport.sockets import local_address
 
 _init_lock = threading.RLock()
 _job_runtime_env: dict | None = None
@@ -329,7 +330,7 @@ def _resources(kind: str) -> dict[str, float]:
         raise RuntimeError("asyncray is not initialized: call ray.init() first.")
     client = rt.client
     nodes = client.call(client.head_address, lambda rid: p.GetNodes(rid), timeout=30).nodes
-    addresses = [runtime_mod.local_address(a) for _node_id, a, _res, alive in nodes if alive] or [rt.node_address]
+    addresses = [local_address(a) for _node_id, a, _res, alive in nodes if alive] or [rt.node_address]
     out: dict[str, float] = {}
     for address in addresses:  # exact figures from each node, not the head's periodic view
         try:

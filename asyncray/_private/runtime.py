@@ -20,7 +20,7 @@ from asyncray._private.config import Config
 from asyncray._private.core.client import CoreClient
 from asyncray._private.ids import random_id
 from asyncray._private.object_store import segments
-from asyncray._private.transport.sockets import Endpoint, Peer
+from asyncray._private.transport.sockets import Endpoint, Peer, local_address
 
 logger = logging.getLogger(__name__)
 
@@ -266,6 +266,7 @@ class Runtime:
                                                                         reply.job_id),
                       timeout=self.config.startup_timeout_s)
         self.node_id = c.node_id = node.node_id
+        self.loop_thread.call(c.learn_nodes, reply.nodes)
 
     @staticmethod
     def _pick_node(nodes: list) -> str:
@@ -313,10 +314,3 @@ class Runtime:
             segments.unlink_session(self.session)
         if self.kind == "driver" and self.session_dir:
             shutil.rmtree(self.session_dir, ignore_errors=True)
-
-
-def local_address(address: str) -> str:
-    """A node's ipc address ("tcp://...|ipc://..." as it registered) when its socket is on this
-    machine, else its tcp one."""
-    tcp, _, ipc = address.partition("|")
-    return ipc if ipc and os.path.exists(ipc[len("ipc://"):]) else tcp

@@ -168,6 +168,18 @@ def test_large_results_from_another_node_are_read_and_freed_there(two_nodes):
     del ref
     wait_until(lambda: not stored_on_worker())
 
+    @ray.remote(resources={"foo": 1})
+    class Maker:  # placed by the head: the driver never leased from that node itself
+        def big(self):
+            return np.ones(1_000_000)
+
+    maker = Maker.remote()
+    ref = maker.big.remote()
+    assert float(ray.get(ref, timeout=30).sum()) == 1_000_000.0
+    assert len(stored_on_worker()) == 1
+    del ref
+    wait_until(lambda: not stored_on_worker())
+
 
 def test_removed_node_work_moves(two_nodes):
     cluster, worker = two_nodes
@@ -245,3 +257,16 @@ def test_actors_created_together_use_every_node(two_nodes):
     actors = [Busy.remote() for _ in range(3)]  # 3 CPUs in all: 1 on the head node, 2 on the other
     placed = ray.get([a.node.remote() for a in actors], timeout=30)
     assert sorted(placed) == sorted([cluster.head_node.node_id] + [worker.node_id] * 2)
+
+
+def test_objects_owned_on_a_lost_node_fail_instead_of_hanging(two_nodes):
+    cluster, worker = two_nodes
+
+    @ray.remote(resources={"foo": 1})
+    def make():
+        return [ray.put("owned by a worker of the node that goes away")]
+
+    (inner,) = ray.get(make.remote(), timeout=30)
+    cluster.remove_node(worker)
+    with pytest.raises(ray.exceptions.OwnerDiedError):
+        ray.get(inner, timeout=30)

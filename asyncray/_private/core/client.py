@@ -29,7 +29,7 @@ from asyncray._private.core.common import PENDING, Entry, call_in, error_payload
 from asyncray._private.core.references import References, container_key
 from asyncray._private.core.submitter import TaskSubmitter
 from asyncray._private.object_store import segments
-from asyncray._private.transport.sockets import Endpoint, Peer
+from asyncray._private.transport.sockets import Endpoint, Peer, local_address
 
 logger = logging.getLogger(__name__)
 
@@ -278,6 +278,7 @@ class CoreClient:
         if msg.address in self.registered_nodes or msg.address in self.node_addresses.values():
             self.registered_nodes.discard(msg.address)
             self.submitter.on_node_died(msg.address, msg.reason)
+            self._node_processes_died(msg.address, msg.reason)
         self.actor_submitter.on_peer_died(msg.address)
         self.endpoint.disconnect(msg.address)
         for rid in list(self._pending_at.get(msg.address, ())):
@@ -291,20 +292,50 @@ class CoreClient:
     def know_node(self, node_id: bytes, address: str) -> None:
         self.node_addresses[node_id] = address
 
-    def node_of(self, payload: list) -> str:
-        """The address of the node whose store holds a stored value."""
+    def node_of(self, payload: list) -> str | None:
+        """The address of the node whose store holds a stored value (None: a node we have not
+        heard of yet; see learn_nodes)."""
         node = payload[3]
         if not node or node == self.node_id:
             return self.node_address
-        return self.node_addresses.get(node, self.node_address)
+        return self.node_addresses.get(node)
+
+    def learn_nodes(self, nodes: list) -> None:
+        """Node addresses from the head's node table (GetNodes / RegisterJob replies)."""
+        for node_id, address, _resources, alive in nodes:
+            if alive and node_id != self.node_id:
+                self.node_addresses[node_id] = local_address(address)
 
     def free_stored(self, payloads: list) -> None:
-        """Loop thread: free stored values, each in the store of the node that holds it."""
+        """Loop thread: free stored values, each in the store of the node that holds it. A
+        value stored on a node we do not know yet (an actor's result, from a node the head
+        placed it on) waits for the head's node table."""
         by_node: dict[str, list[bytes]] = {}
+        unknown: list = []
         for pl in payloads:
-            by_node.setdefault(self.node_of(pl), []).append(oid_of_segment(pl[1]))
+            address = self.node_of(pl)
+            if address is None:
+                unknown.append(pl)
+            else:
+                by_node.setdefault(address, []).append(oid_of_segment(pl[1]))
         for address, oids in by_node.items():
             self.endpoint.send(address, p.FreeObjects(oids))
+        if unknown and self.head_address:
+            def learned(msg: p.NodesReply) -> None:
+                self.learn_nodes(msg.nodes)
+                known = [pl for pl in unknown if self.node_of(pl) is not None]  # else: that node is gone
+                if known:
+                    self.free_stored(known)
+
+            self._request(self.head_address, lambda rid: p.GetNodes(rid), learned)
+
+    def node_of_now(self, payload: list) -> str:
+        """Any thread but the loop's: node_of, asking the head if the node is new to us."""
+        address = self.node_of(payload)
+        if address is None:
+            self.learn_nodes(self.call(self.head_address, lambda rid: p.GetNodes(rid), timeout=30).nodes)
+            address = self.node_of(payload) or self.node_address
+        return address
 
     def ensure_registered(self, address: str) -> None:
         """Loop thread: before leasing from another node, introduce ourselves to it (it then
@@ -319,6 +350,21 @@ class CoreClient:
         considers ending this worker as idle)."""
         with self.lock:
             return any(entry.owned for entry in self.objects.values())
+
+    def _node_processes_died(self, node_address: str, reason: str) -> None:
+        """A node died with all its workers, and nobody is left there to announce each one:
+        every peer of ours on it is dead too. On one machine a node's processes have their
+        ipc sockets in the node's session directory (other hosts come with the cluster issue)."""
+        if not node_address.startswith("ipc://"):
+            return
+        prefix = node_address.rsplit("/", 1)[0] + "/"
+        with self.lock:
+            borrowers = {b for bs in self.refs.borrowers.values() for b in bs}
+        known = set(self._pending_at) | borrowers | {
+            s.address for s in self.actor_submitter.actors.values() if s.address}
+        for address in known:
+            if address.startswith(prefix) and address not in self.dead_peers:
+                self.on_peer_died(p.PeerDied(address, reason), None)  # type: ignore[arg-type]
 
     def object_count(self) -> int:
         with self.lock:
@@ -555,7 +601,7 @@ class CoreClient:
         except FileNotFoundError:
             pass
         oid = oid_of_segment(payload[1])
-        reply = self.call(self.node_of(payload), lambda rid: p.RestoreObject(rid, oid), timeout=300)
+        reply = self.call(self.node_of_now(payload), lambda rid: p.RestoreObject(rid, oid), timeout=300)
         if reply.error is not None:
             raise serialization.deserialize_exception(reply.error)
         return self.mappings.base(payload[1])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 from collections import deque
 from typing import Any, Callable, NamedTuple
 
@@ -237,3 +238,10 @@ class Peer(NamedTuple):
         else:
             assert self.address is not None
             self.endpoint.send(self.address, msg)
+
+
+def local_address(address: str) -> str:
+    """A node's ipc address ("tcp://...|ipc://..." as it registered) when its socket is on this
+    machine, else its tcp one."""
+    tcp, _, ipc = address.partition("|")
+    return ipc if ipc and os.path.exists(ipc[len("ipc://"):]) else tcp
