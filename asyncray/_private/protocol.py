@@ -528,7 +528,8 @@ class PlacementGroupsReply(NamedTuple):
 
 @message(106)
 class ReserveBundles(NamedTuple):
-    """Head -> node: take these bundles' resources out of the node's own, as group resources."""
+    """Head -> node: prepare these bundles: set their resources aside (nothing can use them
+    until CommitBundles), or refuse if they are not free."""
 
     req_id: int
     pg_id: bytes
@@ -597,3 +598,12 @@ class ReapReply(NamedTuple):
 
     worker_id: bytes
     owns: bool
+
+
+@message(114)
+class CommitBundles(NamedTuple):
+    """Head -> node: every node of this placement attempt has prepared its bundles
+    (ReserveBundles); make these ones usable (their group resources appear)."""
+
+    pg_id: bytes
+    indices: list

@@ -65,6 +65,7 @@ class CoreClient:
         self.node_id = b""  # our node's id (stored objects carry it)
         self.node_addresses: dict[bytes, str] = {}  # other nodes we leased from: id -> address
         self.registered_nodes: set[str] = set()  # other nodes that know us (RegisterClient)
+        self._dead_node_dirs: dict[str, str] = {}  # socket directory of a dead node -> why
         self._outbox: list[tuple[str, Any]] = []  # messages decided under the lock, sent after it
         self._borrow_state = threading.local()
         self.mappings = segments.MappingCache(on_keep=self._arm_mapping_sweep)
@@ -351,6 +352,14 @@ class CoreClient:
         with self.lock:
             return any(entry.owned for entry in self.objects.values())
 
+    def _on_dead_node(self, address: str) -> bool:
+        """Whether `address` is a process of a node that died (recorded as a dead peer if so)."""
+        for prefix, reason in self._dead_node_dirs.items():
+            if address.startswith(prefix):
+                self.dead_peers[address] = reason
+                return True
+        return False
+
     def _node_processes_died(self, node_address: str, reason: str) -> None:
         """A node died with all its workers, and nobody is left there to announce each one:
         every peer of ours on it is dead too. On one machine a node's processes have their
@@ -358,9 +367,11 @@ class CoreClient:
         if not node_address.startswith("ipc://"):
             return
         prefix = node_address.rsplit("/", 1)[0] + "/"
+        self._dead_node_dirs[prefix] = reason  # peers there we only hear of later are dead too
         with self.lock:
             borrowers = {b for bs in self.refs.borrowers.values() for b in bs}
-        known = set(self._pending_at) | borrowers | {
+            owners = set(self.refs.borrowed.values())
+        known = set(self._pending_at) | borrowers | owners | {
             s.address for s in self.actor_submitter.actors.values() if s.address}
         for address in known:
             if address.startswith(prefix) and address not in self.dead_peers:
@@ -469,7 +480,7 @@ class CoreClient:
     def _request(self, address: str, make: Callable[[int], Any], on_reply: Callable[[Any], None],
                  owner_failed: Callable[[str, str], None] | None = None) -> int:
         """Send a request; on_reply gets the answer, or owner_failed an error if the peer dies."""
-        if address in self.dead_peers and owner_failed is not None:
+        if owner_failed is not None and (address in self.dead_peers or self._on_dead_node(address)):
             owner_failed(address, self.dead_peers[address])
             return 0
         rid = next(self._req_ids)

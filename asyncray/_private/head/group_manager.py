@@ -1,6 +1,8 @@
 """Placement groups on the head: places each group's bundles from the head's view of the
-nodes' free resources, has the chosen nodes reserve them (ReserveBundles), retries when a node
-refuses or dies, and removes groups (ReleaseBundles to every node). The table it keeps is
+nodes' free resources and reserves them in two phases, as Ray's GCS does (every chosen node
+prepares its bundles, ReserveBundles; once all have, the head commits them, CommitBundles; if
+one refuses, the others give theirs back), retries when a node refuses or dies, and removes
+groups (ReleaseBundles to every node). The table it keeps is
 placement_groups.py (plain state); the node choice is scheduling/bundles.py (plain logic).
 """
 from __future__ import annotations
@@ -108,14 +110,17 @@ class GroupManager:
         """Every node asked in this placement attempt has answered (or died)."""
         if rec.reserving:
             return
-        if rec.refused:  # someone's view was stale: give back what this attempt reserved, retry later
-            per_node: dict[bytes, list[int]] = {}
-            for index in rec.placing:
-                per_node.setdefault(rec.nodes[index], []).append(index)
+        per_node: dict[bytes, list[int]] = {}
+        for index in rec.placing:
+            per_node.setdefault(rec.nodes[index], []).append(index)
+        if rec.refused:  # someone's view was stale: give back what this attempt prepared, retry later
             for node, indices in per_node.items():
                 self.head._node_send(node, p.ReleaseBundles(0, rec.pg_id, False, indices))
             self.groups.requeue(rec)
             return
+        for node, indices in per_node.items():  # every node prepared: make the bundles usable
+            self.head._node_send(node, p.CommitBundles(rec.pg_id, indices))
+            self._committed_in_view(node, rec, indices)
         self.groups.created(rec)
         for identity, req_id in rec.waiters:
             self.head.endpoint.reply(identity, p.PlacementGroupReply(req_id, None))
@@ -147,6 +152,19 @@ class GroupManager:
             rec.waiters.append((peer.identity, msg.req_id))
         else:
             peer.answer(p.PlacementGroupReply(msg.req_id, _group_removed_error(msg.pg_id, rec is not None)))
+
+    def _committed_in_view(self, node_id: bytes, rec: GroupRecord, indices: list[int]) -> None:
+        """The head's view gains the committed bundles' resources now (the node's report
+        follows), so actors placed in the group right after ready() find them."""
+        node = self.head.view.nodes.get(node_id)
+        if node is None:
+            return
+        total, free = dict(node.total), dict(node.free)
+        for index in indices:
+            for k, v in bundles.reserved_resources(rec.pg_id.hex(), index, to_units(rec.spec["bundles"][index])).items():
+                total[k] = total.get(k, 0) + v
+                free[k] = free.get(k, 0) + v
+        self.head._node_resources(node_id, total, free)
 
     def _removal_answered(self, removal: list) -> None:
         removal[2] -= 1

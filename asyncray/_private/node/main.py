@@ -97,6 +97,7 @@ class NodeManager:
             p.RestoreObject: self.on_restore_object,
             p.ReserveBundles: self.on_reserve_bundles,
             p.ReleaseBundles: self.on_release_bundles,
+            p.CommitBundles: self.on_commit_bundles,
             p.ClusterUpdate: self.on_cluster_update,
             p.ReapReply: self.on_reap_reply,
             p.PeerDied: self.on_peer_died,
@@ -107,7 +108,8 @@ class NodeManager:
         # reaches nodes) and the placement group bundles reserved here: group hex -> bundles.
         self.view = ClusterView()
         self.view.add_node(self.node_id, self.scheduler.pool.total)
-        self.bundles: dict[str, dict[int, dict[str, int]]] = {}  # group hex -> index -> units
+        self.bundles: dict[str, dict[int, dict[str, int]]] = {}  # group hex -> index -> units (committed)
+        self.prepared: dict[str, dict[int, dict[str, int]]] = {}  # set aside, not usable until committed
         self.removed_groups: set[str] = set()
         self.node_addrs: dict[bytes, str] = {}  # the other nodes, from the head's ClusterUpdate
         self._report_due = False
@@ -289,6 +291,9 @@ class NodeManager:
 
     # -- placement group bundles -----------------------------------------------------------------
     def on_reserve_bundles(self, msg: p.ReserveBundles, peer: Peer) -> None:
+        """Prepare (Ray's two-phase commit): the resources are set aside, but no work can be
+        placed in the bundles until the head commits them, so an attempt the head undoes
+        (another node refused) never has work running in it."""
         pool = self.scheduler.pool
         pg_hex = msg.pg_id.hex()
         need: dict[str, int] = {}
@@ -298,14 +303,27 @@ class NodeManager:
         ok = pg_hex not in self.removed_groups and pool.fits(need)
         if ok:
             pool.acquire(need)
-            held = self.bundles.setdefault(pg_hex, {})
-            for index, units in msg.bundles:
-                pool.grow(bundles.reserved_resources(pg_hex, index, units))
-                held[index] = units
+            self.prepared.setdefault(pg_hex, {}).update((index, units) for index, units in msg.bundles)
             self.view.set_total(self.node_id, pool.total, pool.free)
         peer.answer(p.ReserveBundlesReply(msg.req_id, ok, pool.total, pool.free))
-        if ok:
-            self._dispatch()  # work may be waiting for these bundles
+
+    def on_commit_bundles(self, msg: p.CommitBundles, peer: Peer) -> None:
+        pool = self.scheduler.pool
+        pg_hex = msg.pg_id.hex()
+        prepared = self.prepared.get(pg_hex, {})
+        held = self.bundles.setdefault(pg_hex, {})
+        for index in msg.indices:
+            units = prepared.pop(index, None)
+            if units is not None:
+                pool.grow(bundles.reserved_resources(pg_hex, index, units))
+                held[index] = units
+        if not prepared:
+            self.prepared.pop(pg_hex, None)
+        if not held:
+            self.bundles.pop(pg_hex, None)
+        self.view.set_total(self.node_id, pool.total, pool.free)
+        self._report_resources()
+        self._dispatch()  # work may be waiting for these bundles
 
     def on_release_bundles(self, msg: p.ReleaseBundles, peer: Peer) -> None:
         pg_hex = msg.pg_id.hex()
@@ -324,13 +342,19 @@ class NodeManager:
                     self.endpoint.reply(lease.owner, p.LeaseWorkerDied(
                         lease.lease_id, f"its placement group {pg_hex} was removed"))
         held = self.bundles.get(pg_hex, {})
-        indices = [i for i in (held if msg.indices is None else msg.indices) if i in held]
+        prepared = self.prepared.get(pg_hex, {})
+        indices = [i for i in ([*held, *prepared] if msg.indices is None else msg.indices) if i in held or i in prepared]
         for index in indices:
-            units = held.pop(index)
-            pool.shrink(bundles.reserved_resources(pg_hex, index, units))
+            if index in held:
+                units = held.pop(index)
+                pool.shrink(bundles.reserved_resources(pg_hex, index, units))
+            else:
+                units = prepared.pop(index)
             pool.release(units)
         if not held:
             self.bundles.pop(pg_hex, None)
+        if not prepared:
+            self.prepared.pop(pg_hex, None)
         if indices:
             self.view.set_total(self.node_id, pool.total, pool.free)
         if msg.req_id:
