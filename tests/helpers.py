@@ -24,3 +24,12 @@ def poll(predicate: Callable[[], bool], what: str, timeout: float = 30.0, collec
 def wait_for_file(path: str, timeout: float = 60.0) -> None:
     """A gate: return once `path` exists (tests open gates to let tasks go on)."""
     poll(lambda: os.path.exists(path), f"gate {path} to open", timeout)
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -5,11 +5,11 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 import asyncray as ray
+from helpers import poll
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -137,11 +137,8 @@ def test_placement_groups_fate_share_with_their_job(ending):
                              capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO), timeout=60)
         assert out.stdout.strip() == "ok", out.stderr
         # The head hears of the job's end (or its driver's death) on its own: wait for it.
-        deadline = time.monotonic() + 30
-        while any(g["name"] == "mine" and g["state"] != "REMOVED" for g in placement_group_table().values()) \
-                or ray.available_resources().get("CPU") != 1.0:
-            assert time.monotonic() < deadline, "the job's placement group outlived it"
-            time.sleep(0.02)
+        poll(lambda: not any(g["name"] == "mine" and g["state"] != "REMOVED" for g in placement_group_table().values())
+             and ray.available_resources().get("CPU") == 1.0, "the job's placement group to go with it")
         with pytest.raises(ValueError, match="Failed to look up placement group with name: mine"):
             get_placement_group("mine")
         kept = get_placement_group("kept")  # detached: outlives the job that made it

@@ -11,6 +11,7 @@ import pytest
 
 import asyncray as ray
 from asyncray.cluster_utils import Cluster
+from helpers import poll
 from asyncray.util import placement_group, placement_group_table, remove_placement_group
 from asyncray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
@@ -51,12 +52,6 @@ class Gate:
         self.opened.set()
 
 
-def wait_until(condition, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
 
 def test_nodes_and_resources_span_the_cluster(two_nodes):
     cluster, worker = two_nodes
@@ -93,7 +88,7 @@ def test_busy_local_node_spills_to_the_other(two_nodes, tmp_path):
     cluster, worker = two_nodes
     # Tasks that hold their CPU until told to go (a file: blocking in ray.get would lend it).
     held = [held_where.remote(str(tmp_path), i) for i in range(3)]
-    wait_until(lambda: len(list(tmp_path.glob("started-*"))) == 3)  # 3 at once: 1 CPU here, 2 there
+    poll(lambda: len(list(tmp_path.glob("started-*"))) == 3, "3 tasks running at once")  # 1 CPU here, 2 there
     gate = Gate.remote()
     # Tasks whose arguments are not ready yet: their lease requests come and go (cancelled
     # while queued elsewhere, granted late); a late grant must go back to the node that made it.
@@ -103,7 +98,7 @@ def test_busy_local_node_spills_to_the_other(two_nodes, tmp_path):
     assert sorted(ran_on) == sorted([cluster.head_node.node_id] + [worker.node_id] * 2)
     ray.get(gate.open.remote())
     assert len(ray.get(after, timeout=30)) == 3
-    wait_until(lambda: ray.available_resources().get("CPU") == 3.0)
+    poll(lambda: ray.available_resources().get("CPU") == 3.0, "every CPU back")
 
 
 @ray.remote(num_cpus=1)
@@ -120,7 +115,7 @@ def held_where(directory, i):
 def test_spread_uses_every_node(two_nodes, tmp_path):
     cluster, worker = two_nodes
     refs = [held_where.options(scheduling_strategy="SPREAD").remote(str(tmp_path), i) for i in range(2)]
-    wait_until(lambda: len(list(tmp_path.glob("started-*"))) == 2)
+    poll(lambda: len(list(tmp_path.glob("started-*"))) == 2, "both tasks running")
     (tmp_path / "go").touch()
     assert set(ray.get(refs, timeout=30)) == {cluster.head_node.node_id, worker.node_id}
 
@@ -166,7 +161,7 @@ def test_large_results_from_another_node_are_read_and_freed_there(two_nodes):
     assert float(ray.get(ref, timeout=30).sum()) == 1_000_000.0
     assert len(stored_on_worker()) == 1
     del ref
-    wait_until(lambda: not stored_on_worker())
+    poll(lambda: not stored_on_worker(), "the value freed in the other node's store")
 
     @ray.remote(resources={"foo": 1})
     class Maker:  # placed by the head: the driver never leased from that node itself
@@ -178,7 +173,7 @@ def test_large_results_from_another_node_are_read_and_freed_there(two_nodes):
     assert float(ray.get(ref, timeout=30).sum()) == 1_000_000.0
     assert len(stored_on_worker()) == 1
     del ref
-    wait_until(lambda: not stored_on_worker())
+    poll(lambda: not stored_on_worker(), "the value freed in the other node's store")
 
 
 def test_removed_node_work_moves(two_nodes):
@@ -195,7 +190,7 @@ def test_removed_node_work_moves(two_nodes):
     counter = Counter.options(scheduling_strategy=soft).remote()
     assert ray.get(counter.node.remote(), timeout=30) == worker.node_id
     cluster.remove_node(worker)
-    wait_until(lambda: not all(n["Alive"] for n in ray.nodes()))
+    poll(lambda: not all(n["Alive"] for n in ray.nodes()), "the node listed dead")
     assert ray.get(counter.node.remote(), timeout=30) == cluster.head_node.node_id, "restarted on a live node"
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(gate.wait.remote(), timeout=30)
@@ -225,8 +220,8 @@ def test_group_on_a_lost_node_is_placed_again(two_nodes):
     lost = next(n for n in (worker, spare) if n.node_id == first)
     other = spare if lost is worker else worker
     cluster.remove_node(lost)
-    wait_until(lambda: placement_group_table(pg)["state"] == "CREATED"
-               and placement_group_table(pg)["bundles_to_node_id"].get(0) == other.node_id)
+    poll(lambda: placement_group_table(pg)["state"] == "CREATED"
+         and placement_group_table(pg)["bundles_to_node_id"].get(0) == other.node_id, "the bundle placed again")
     assert ray.get(member.node.remote(), timeout=30) == other.node_id, "the actor restarted in the new bundle"
     remove_placement_group(pg)
 
@@ -236,9 +231,9 @@ def test_queued_work_moves_to_a_node_that_joins(tmp_path):
     ray.init(address=cluster.address)
     try:
         refs = [held_where.remote(str(tmp_path), i) for i in range(3)]
-        wait_until(lambda: len(list(tmp_path.glob("started-*"))) == 1)  # one CPU: the others queue
+        poll(lambda: len(list(tmp_path.glob("started-*"))) == 1, "one task running")  # one CPU: the others queue
         late = cluster.add_node(num_cpus=2)
-        wait_until(lambda: len(list(tmp_path.glob("started-*"))) == 3)  # they moved to the new node
+        poll(lambda: len(list(tmp_path.glob("started-*"))) == 3, "all three running")  # they moved to the new node
         (tmp_path / "go").touch()
         assert sorted(ray.get(refs, timeout=30)) == sorted([cluster.head_node.node_id] + [late.node_id] * 2)
     finally:

@@ -5,6 +5,7 @@ scheduling logic (tests/unit/test_cluster_scheduler.py)."""
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -14,6 +15,7 @@ from asyncray.exceptions import (ActorDiedError, ActorUnschedulableError, GetTim
 from asyncray.util import (get_current_placement_group, get_placement_group, placement_group, placement_group_table,
                            remove_placement_group)
 from asyncray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
+from helpers import alive, poll
 
 
 @pytest.fixture(scope="module")
@@ -283,3 +285,29 @@ def test_get_timeout_on_pending_group(four_cpus):
 def test_label_selector_is_refused_not_ignored(four_cpus):
     with pytest.raises(NotImplementedError, match="label_selector.*node labels"):
         current_pg.options(label_selector={"zone": "us"}).remote()
+
+
+def test_group_made_in_a_task_outlives_the_task_and_one_made_in_an_actor_dies_with_it(four_cpus):
+    @ray.remote(num_cpus=0, max_calls=1)  # the worker exits after the task
+    def make(name):
+        pg = placement_group([{"CPU": 1}], name=name)
+        ray.get(pg.ready())
+        return os.getpid()
+
+    pid = ray.get(make.remote("from-a-task"), timeout=30)
+    poll(lambda: not alive(pid), "the task's worker to exit")
+    assert placement_group_table(get_placement_group("from-a-task"))["state"] == "CREATED", \
+        "a group made in a task belongs to the job, not to the task's worker"
+    remove_placement_group(get_placement_group("from-a-task"))
+
+    @ray.remote(num_cpus=0)
+    class Maker:
+        def make(self):
+            pg = placement_group([{"CPU": 1}], name="from-an-actor")
+            ray.get(pg.ready())
+
+    maker = Maker.remote()
+    ray.get(maker.make.remote(), timeout=30)
+    made = get_placement_group("from-an-actor")
+    ray.kill(maker)
+    poll(lambda: placement_group_table(made)["state"] == "REMOVED", "the actor's group to go with it")

@@ -3,19 +3,11 @@ objects still in use is never reaped (issue 9)."""
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 
 import asyncray as ray
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+from helpers import alive, poll
 
 
 def test_worker_is_reused_between_tasks(cluster):
@@ -46,12 +38,9 @@ def test_idle_worker_owning_objects_is_kept(monkeypatch):
         idle_pid = ray.get(plain.options(runtime_env={"env_vars": {"KIND": "idle"}}).remote())
         # Idle workers beyond the CPU count are ended oldest first; the owner is older than the
         # other one, so once the other is gone the owner was considered (and kept).
-        deadline = time.monotonic() + 30
-        while _alive(idle_pid) and _alive(owner_pid):
-            assert time.monotonic() < deadline, "no idle worker was reaped"
-            time.sleep(0.05)
-        assert _alive(owner_pid), "the worker owning live objects was reaped"
-        assert not _alive(idle_pid)
+        poll(lambda: not (alive(idle_pid) and alive(owner_pid)), "an idle worker to be reaped")
+        assert alive(owner_pid), "the worker owning live objects was reaped"
+        assert not alive(idle_pid)
         assert ray.get(refs[0], timeout=30).sum() == np.arange(100_000).sum()
         assert ray.get(refs[1], timeout=30) == "small"
     finally:

@@ -48,6 +48,10 @@ class GroupManager:
         for group in self.groups.owned_by(owner):  # groups fate-share with their creator
             self.remove(group)
 
+    def remove_created_by_actor(self, actor_id: bytes) -> None:
+        for group in self.groups.created_by_actor(actor_id):
+            self.remove(group)
+
     def remove_of_job(self, job_id: int) -> None:
         for group in self.groups.of_job(job_id):
             self.remove(group)

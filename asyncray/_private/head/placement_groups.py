@@ -56,6 +56,7 @@ class GroupTable:
         self.groups: dict[bytes, GroupRecord] = {}
         self.names: dict[tuple[str, str], bytes] = {}
         self.pending: OrderedDict[bytes, None] = OrderedDict()
+        self._by_actor: dict[bytes, set[bytes]] = {}  # creating actor -> its non-detached groups
         self._removed: OrderedDict[bytes, None] = OrderedDict()
 
     def named(self, namespace: str, name: str) -> Optional[GroupRecord]:
@@ -71,6 +72,9 @@ class GroupTable:
             return
         if rec.name:
             self.names[(rec.namespace, rec.name)] = rec.pg_id
+        creator = rec.spec.get("creator_actor")
+        if creator is not None and not rec.detached:
+            self._by_actor.setdefault(creator, set()).add(rec.pg_id)
         if rec.state in (PENDING, RESCHEDULING):
             self.pending[rec.pg_id] = None
 
@@ -118,6 +122,11 @@ class GroupTable:
     def owned_by(self, owner: str) -> list[GroupRecord]:
         return [r for r in self.groups.values()
                 if r.state != REMOVED and not r.detached and r.spec.get("owner_address") == owner]
+
+    def created_by_actor(self, actor_id: bytes) -> list[GroupRecord]:
+        """Live non-detached groups an actor created (an index: asked at every actor death)."""
+        ids = self._by_actor.pop(actor_id, ())
+        return [r for r in (self.groups.get(i) for i in ids) if r is not None and r.state != REMOVED]
 
     def of_job(self, job_id: int) -> list[GroupRecord]:
         return [r for r in self.groups.values()

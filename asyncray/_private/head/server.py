@@ -329,6 +329,7 @@ class HeadServer:
     def _set_dead(self, rec: ActorRecord, error: bytes | None) -> None:
         self.actors.dead(rec, error)
         self._publish(rec)
+        self.group_manager.remove_created_by_actor(rec.actor_id)  # groups it created go with it
 
     def on_kill_actor(self, msg: p.KillActor, peer: Peer) -> None:
         rec = self.actors.actors.get(msg.actor_id)
@@ -356,6 +357,9 @@ class HeadServer:
         for rec in self.actors.owned_by(msg.address):
             self.on_kill_actor(p.KillActor(rec.actor_id, True), peer)
         self.group_manager.remove_owned_by(msg.address)
+        for job in self.tables.jobs.values():  # a driver died: its job's groups go with it
+            if job.alive and job.driver_address == msg.address:
+                self.group_manager.remove_of_job(job.job_id)
 
     def group_removed(self, pg_id: bytes) -> None:
         """The group manager removed a group: its actors are dead for good (ActorDiedError),
