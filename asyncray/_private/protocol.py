@@ -231,7 +231,7 @@ class PushTask(NamedTuple):
     cpus: float
     max_calls: int
     gpu_ids: list
-    placement_group: Any = None  # [pg_id, capture_child_tasks] of a task placed in a group
+    placement_group: Any = None  # [pg_id, capture_child_tasks, bundle specs] of a task placed in a group
 
 
 @message(51)

@@ -239,4 +239,4 @@ def get_current_placement_group() -> Optional[PlacementGroup]:
     from asyncray._private.scheduling.strategy import current_group
 
     current = current_group()
-    return PlacementGroup(PlacementGroupID(current[0])) if current is not None else None
+    return PlacementGroup(PlacementGroupID(current[0]), current[2]) if current is not None else None

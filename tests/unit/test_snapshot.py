@@ -2,7 +2,7 @@
 no processes)."""
 from __future__ import annotations
 
-from asyncray._private.head.placement_groups import CREATED, PENDING, REMOVED, GroupRecord
+from asyncray._private.head.placement_groups import PENDING, REMOVED, GroupRecord
 from asyncray._private.head.snapshot import Snapshot
 from asyncray._private.head.tables import Tables
 
@@ -20,6 +20,7 @@ def test_round_trip_jobs_kv_and_placement_groups(tmp_path):
     job = tables.add_job("ns", "ipc://driver", 42)
     tables.kv_put("ns", b"k", b"v", overwrite=True)
     pending, created, removed = (GroupRecord(bytes([i]) * 18, _spec(n)) for i, n in ((1, "p"), (2, "c"), (3, "r")))
+    created.spec["lifetime"] = "detached"
     for rec in (pending, created, removed):
         tables.groups.add(rec)
     created.nodes = [b"\x07" * 28]
@@ -35,13 +36,18 @@ def test_round_trip_jobs_kv_and_placement_groups(tmp_path):
     assert again.jobs[job.job_id].namespace == "ns" and not again.jobs[job.job_id].alive
     assert again.kv_get("ns", b"k") == b"v"
     groups = again.groups
-    assert {g.state for g in groups.groups.values()} == {PENDING, CREATED, REMOVED}
-    assert list(groups.pending) == [pending.pg_id]
-    assert groups.groups[created.pg_id].nodes == [b"\x07" * 28]
+    # The recovered job is over: its groups are gone; the detached one is placed again.
+    assert groups.groups[pending.pg_id].state == REMOVED
+    assert groups.groups[removed.pg_id].state == REMOVED
+    kept = groups.groups[created.pg_id]
+    assert kept.state == PENDING and kept.nodes == [] and list(groups.pending) == [created.pg_id]
     assert groups.named("ns", "c").pg_id == created.pg_id
-    assert groups.named("ns", "r") is None, "a removed group's name is free"
-    assert not again.dirty
+    assert groups.named("ns", "r") is None and groups.named("ns", "p") is None, "a removed group's name is free"
+    snap.commit(again)  # what the restart changed is written
     snap.close()
+    third = Tables()
+    Snapshot(path).restore(third)
+    assert third.groups.groups[created.pg_id].state == PENDING
 
 
 def test_group_dropped_from_the_table_is_deleted_from_the_snapshot(tmp_path, monkeypatch):

@@ -119,6 +119,20 @@ class GroupTable:
             self.groups.pop(old, None)
             self.dirty.add(("group", old))
 
+    def after_restart(self) -> None:
+        """A restarted head: the jobs it recovered are over (their drivers must reconnect), so
+        their non-detached groups are removed; detached ones are placed again from scratch (the
+        nodes register anew, with new ids)."""
+        for rec in list(self.groups.values()):
+            if rec.state == REMOVED:
+                continue
+            if not rec.detached:
+                self.removed(rec)
+            else:
+                rec.state, rec.nodes, rec.placing = PENDING, [], []
+                self.pending[rec.pg_id] = None
+                self.dirty.add(("group", rec.pg_id))
+
     def owned_by(self, owner: str) -> list[GroupRecord]:
         return [r for r in self.groups.values()
                 if r.state != REMOVED and not r.detached and r.spec.get("owner_address") == owner]

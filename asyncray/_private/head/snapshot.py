@@ -43,6 +43,7 @@ class Snapshot:
             d = json.loads(info)
             tables.groups.add(GroupRecord(bytes(pg_id), d["spec"], d["state"], [bytes.fromhex(n) if n else None for n in d["nodes"]]))
         tables.dirty.clear()  # what was just read needs no writing
+        tables.groups.after_restart()
         row = self.db.execute("SELECT value FROM meta WHERE key='incarnation'").fetchone()
         incarnation = int(row[0]) + 1 if row else 1
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('incarnation', ?)", (str(incarnation),))

@@ -20,14 +20,14 @@ class Placement(NamedTuple):
     placement: dict  # resources needed to be placed
     held: dict  # resources held while running (the same for tasks)
     strategy: Any  # wire form: None, "SPREAD" or ["NODE", node_id, soft, spill]
-    placement_group: Optional[list]  # [pg_id, capture_child_tasks] when it runs in a group
+    placement_group: Optional[list]  # [pg_id, capture_child_tasks, bundle specs] when it runs in a group
 
 
 _context: Any = None
 
 
 def current_group() -> Optional[list]:
-    """[pg_id, capture] of the task or actor this process is running, if it runs in a group.
+    """[pg_id, capture, bundle specs] of the task or actor this process runs, if it runs in a group.
     Asked on every .remote() of work without a strategy: one attribute read."""
     global _context
     if _context is None:
@@ -67,7 +67,7 @@ def resolve(options: dict, placement: dict, held: dict, what: str) -> Placement:
             pg = None
             current = current_group() if capture is not False else None
             if current is not None and (capture or current[1]):
-                pg = PlacementGroup(current[0])
+                pg = PlacementGroup(current[0], current[2])
                 capture = True
     elif isinstance(strategy, NodeAffinitySchedulingStrategy):
         return Placement(placement, held, ["NODE", _node_id(strategy.node_id), bool(strategy.soft),
@@ -96,7 +96,8 @@ def resolve(options: dict, placement: dict, held: dict, what: str) -> Placement:
                                  " Consider creating a placement group with CPU resources."))
     pg_hex = pg.id.hex()
     return Placement(shape_in_bundle(placement, pg_hex, index, TASK_BUNDLE_AMOUNT),
-                     shape_in_bundle(held, pg_hex, index, TASK_BUNDLE_AMOUNT), None, [pg.id.binary(), bool(capture)])
+                     shape_in_bundle(held, pg_hex, index, TASK_BUNDLE_AMOUNT), None,
+                     [pg.id.binary(), bool(capture), pg.bundle_specs])
 
 
 def _node_id(node_id: Any) -> bytes:

@@ -25,7 +25,7 @@ class TaskContext:
     interleaved calls each see their own task."""
 
     actor: Any = None  # the ActorHost, in an actor's process
-    placement_group: Any = None  # [pg_id, capture_child_tasks] of the task or actor running here
+    placement_group: Any = None  # [pg_id, capture_child_tasks, bundle specs] of the task or actor running here
 
     def __init__(self) -> None:
         self._task = contextvars.ContextVar("asyncray_task", default=(None, ""))
