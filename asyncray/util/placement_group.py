@@ -53,6 +53,7 @@ class PlacementGroup:
     def __init__(self, id: Union[PlacementGroupID, bytes], bundle_cache: Optional[List[Dict]] = None) -> None:
         self.id = id if isinstance(id, PlacementGroupID) else PlacementGroupID(id)
         self._bundle_cache = bundle_cache
+        self._ready: Any = None  # (client, ref): one wait at the head per handle, however often polled
 
     @staticmethod
     def empty() -> "PlacementGroup":
@@ -70,6 +71,8 @@ class PlacementGroup:
         from asyncray._private import serialization
 
         client = _client()
+        if self._ready is not None and self._ready[0] is client:
+            return self._ready[1]
         me = PlacementGroup(self.id, self._bundle_cache)
 
         def payload(msg: p.PlacementGroupReply) -> list:
@@ -77,8 +80,10 @@ class PlacementGroup:
                 return error_payload(serialization.deserialize_exception(msg.error))
             return [p.INLINE, serialization.serialize(me).to_bytes()]
 
-        return client.ref_from_request(client.head_address, lambda rid: p.WaitPlacementGroup(rid, self.id.binary()),
-                                       payload)
+        ref = client.ref_from_request(client.head_address, lambda rid: p.WaitPlacementGroup(rid, self.id.binary()),
+                                      payload)
+        self._ready = (client, ref)
+        return ref
 
     def wait(self, timeout_seconds: Union[float, int] = 30) -> bool:
         """True once the group is created, False if it is not within `timeout_seconds`."""
