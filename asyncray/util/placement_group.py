@@ -174,19 +174,18 @@ def placement_group(bundles: List[Dict[str, float]], strategy: str = "PACK", nam
     validate_placement_group(bundles, strategy, lifetime)
     if not isinstance(name, str):
         raise TypeError(f"placement group name must be a string, got {name!r}.")
-    from asyncray._private.runtime import current
     from asyncray._private.worker.executor import context
 
     client = _client()
     pg_id = os.urandom(ID_LEN)
     specs = [{k: float(v) for k, v in b.items() if v} for b in bundles]
-    # Whose life a non-detached group shares, as in Ray: the creating actor's (until it is dead
-    # for good), else the job's; a driver also ends its groups when it dies.
-    creator_actor = context.actor.actor_id if context.actor is not None else None
-    rt = current()
+    # Whose life a non-detached group shares, as in Ray: its job's and, made in an actor, that
+    # actor's too (it goes when both are gone; a detached actor's job does not count).
+    actor = context.actor
     spec = {"bundles": specs, "strategy": strategy, "name": name or "", "namespace": job_namespace(),
-            "lifetime": lifetime, "job_id": client.job_id, "creator_actor": creator_actor,
-            "owner_address": client.address if rt is not None and rt.kind == "driver" else ""}
+            "lifetime": lifetime, "job_id": client.job_id,
+            "creator_actor": actor.actor_id if actor is not None else None,
+            "creator_detached": actor is not None and actor.spec.get("lifetime") == "detached"}
     reply = client.call(client.head_address, lambda rid: p.CreatePlacementGroup(rid, pg_id, spec), timeout=60)
     if reply.error is not None:
         raise serialization.deserialize_exception(reply.error)

@@ -287,7 +287,9 @@ def test_label_selector_is_refused_not_ignored(four_cpus):
         current_pg.options(label_selector={"zone": "us"}).remote()
 
 
-def test_group_made_in_a_task_outlives_the_task_and_one_made_in_an_actor_dies_with_it(four_cpus):
+def test_groups_share_fate_with_their_job_and_creating_actor(four_cpus):
+    """As in Ray: a group lives while its job or its creating actor does; a detached actor's
+    job does not count."""
     @ray.remote(num_cpus=0, max_calls=1)  # the worker exits after the task
     def make(name):
         pg = placement_group([{"CPU": 1}], name=name)
@@ -302,12 +304,21 @@ def test_group_made_in_a_task_outlives_the_task_and_one_made_in_an_actor_dies_wi
 
     @ray.remote(num_cpus=0)
     class Maker:
-        def make(self):
-            pg = placement_group([{"CPU": 1}], name="from-an-actor")
+        def make(self, name):
+            pg = placement_group([{"CPU": 1}], name=name)
             ray.get(pg.ready())
 
     maker = Maker.remote()
-    ray.get(maker.make.remote(), timeout=30)
+    ray.get(maker.make.remote("from-an-actor"), timeout=30)
     made = get_placement_group("from-an-actor")
     ray.kill(maker)
-    poll(lambda: placement_group_table(made)["state"] == "REMOVED", "the actor's group to go with it")
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(maker.make.remote("again"), timeout=30)
+    assert placement_group_table(made)["state"] == "CREATED", "its job is alive: the group stays"
+    remove_placement_group(made)
+
+    detached = Maker.options(name="detached-maker", lifetime="detached").remote()
+    ray.get(detached.make.remote("from-a-detached-actor"), timeout=30)
+    made = get_placement_group("from-a-detached-actor")
+    ray.kill(detached)
+    poll(lambda: placement_group_table(made)["state"] == "REMOVED", "the detached actor's group to go with it")

@@ -9,7 +9,7 @@ from asyncray._private.head.tables import Tables
 
 def _spec(name: str = "") -> dict:
     return {"bundles": [{"CPU": 1.0}], "strategy": "PACK", "name": name, "namespace": "ns", "lifetime": None,
-            "job_id": 1, "owner_address": "ipc://x"}
+            "job_id": 1, "creator_actor": None, "creator_detached": False}
 
 
 def test_round_trip_jobs_kv_and_placement_groups(tmp_path):

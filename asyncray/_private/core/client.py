@@ -278,6 +278,8 @@ class CoreClient:
         self.dead_peers[msg.address] = msg.reason
         if msg.address in self.registered_nodes or msg.address in self.node_addresses.values():
             self.registered_nodes.discard(msg.address)
+            for node_id in [n for n, a in self.node_addresses.items() if a == msg.address]:
+                del self.node_addresses[node_id]  # what it stored is gone with it: nothing to free
             self.submitter.on_node_died(msg.address, msg.reason)
             self._node_processes_died(msg.address, msg.reason)
         self.actor_submitter.on_peer_died(msg.address)
@@ -317,7 +319,7 @@ class CoreClient:
             address = self.node_of(pl)
             if address is None:
                 unknown.append(pl)
-            else:
+            elif address not in self.dead_peers:
                 by_node.setdefault(address, []).append(oid_of_segment(pl[1]))
         for address, oids in by_node.items():
             self.endpoint.send(address, p.FreeObjects(oids))

@@ -44,16 +44,12 @@ class GroupManager:
         for rid in [rid for rid, (_, n) in self._removals.items() if n == node_id]:
             self._removal_answered(self._removals.pop(rid)[0])  # a dead node has let go too
 
-    def remove_owned_by(self, owner: str) -> None:
-        for group in self.groups.owned_by(owner):  # groups fate-share with their creator
+    def creator_actor_gone(self, actor_id: bytes) -> None:
+        for group in self.groups.creator_actor_gone(actor_id):
             self.remove(group)
 
-    def remove_created_by_actor(self, actor_id: bytes) -> None:
-        for group in self.groups.created_by_actor(actor_id):
-            self.remove(group)
-
-    def remove_of_job(self, job_id: int) -> None:
-        for group in self.groups.of_job(job_id):
+    def job_gone(self, job_id: int) -> None:
+        for group in self.groups.job_gone(job_id):
             self.remove(group)
 
     def on_create_placement_group(self, msg: p.CreatePlacementGroup, peer: Peer) -> None:
@@ -117,10 +113,12 @@ class GroupManager:
         per_node: dict[bytes, list[int]] = {}
         for index in rec.placing:
             per_node.setdefault(rec.nodes[index], []).append(index)
-        if rec.refused:  # someone's view was stale: give back what this attempt prepared, retry later
+        if rec.refused:  # a stale view or a node's death: give back what this attempt prepared
             for node, indices in per_node.items():
                 self.head._node_send(node, p.ReleaseBundles(0, rec.pg_id, False, indices))
             self.groups.requeue(rec)
+            # Try again soon, not only at the next resource report: a quiet cluster has none.
+            self.head.loop.call_later(0.05, self.place_pending)
             return
         for node, indices in per_node.items():  # every node prepared: make the bundles usable
             self.head._node_send(node, p.CommitBundles(rec.pg_id, indices))
@@ -134,16 +132,16 @@ class GroupManager:
     def _lost_node(self, rec: GroupRecord, node_id: bytes) -> None:
         """Bundles on a dead node are placed again (as in Ray); the others stay where they are.
         Work that ran in them died with the node (actors restart into the new bundles)."""
-        for rid in [rid for rid, n in rec.reserving.items() if n == node_id]:
-            del rec.reserving[rid]
-            self._reservations.pop(rid, None)
+        if rec.reserving:  # an attempt in flight fails (whether the node had answered or not)
+            for rid in [rid for rid, n in rec.reserving.items() if n == node_id]:
+                del rec.reserving[rid]
+                self._reservations.pop(rid, None)
             rec.refused = True
-        if rec.reserving or rec.refused:  # an attempt in flight: it fails and is retried
-            rec.placing = [i for i in rec.placing if rec.nodes[i] != node_id]
+            rec.placing = [i for i in rec.placing if rec.nodes[i] != node_id]  # nothing to give back there
             for i, n in enumerate(rec.nodes):
                 if n == node_id:
                     rec.nodes[i] = None
-            self._attempt_done(rec)
+            self._attempt_done(rec)  # now, or when the other nodes have answered
             return
         self.groups.lost_bundles(rec, node_id)
         self.place(rec)

@@ -35,6 +35,8 @@ class GroupRecord(SpecNamed):
     attempts: int = 0
     latency_ms: float = 0.0
     warned: bool = False  # said once that no node set can ever hold it
+    actor_gone: bool = True  # fate-sharing (GroupTable.creator_actor_gone / job_gone)
+    job_gone: bool = False
 
     def table(self) -> dict:
         """Ray's placement_group_table() entry."""
@@ -73,6 +75,8 @@ class GroupTable:
         if rec.name:
             self.names[(rec.namespace, rec.name)] = rec.pg_id
         creator = rec.spec.get("creator_actor")
+        rec.actor_gone = creator is None
+        rec.job_gone = bool(rec.spec.get("creator_detached"))
         if creator is not None and not rec.detached:
             self._by_actor.setdefault(creator, set()).add(rec.pg_id)
         if rec.state in (PENDING, RESCHEDULING):
@@ -104,6 +108,9 @@ class GroupTable:
         self.dirty.add(("group", rec.pg_id))
 
     def removed(self, rec: GroupRecord) -> None:
+        creator = rec.spec.get("creator_actor")
+        if creator is not None:
+            self._by_actor.get(creator, set()).discard(rec.pg_id)
         rec.state = REMOVED
         rec.reserving.clear()
         self.pending.pop(rec.pg_id, None)
@@ -133,15 +140,27 @@ class GroupTable:
                 self.pending[rec.pg_id] = None
                 self.dirty.add(("group", rec.pg_id))
 
-    def owned_by(self, owner: str) -> list[GroupRecord]:
-        return [r for r in self.groups.values()
-                if r.state != REMOVED and not r.detached and r.spec.get("owner_address") == owner]
+    # A non-detached group lives while its creating job or its creating actor does, as in Ray:
+    # made by a driver or a task, the actor side counts as gone from the start; made by a
+    # detached actor, the job side does.
+    def creator_actor_gone(self, actor_id: bytes) -> list[GroupRecord]:
+        """An actor is dead for good: the groups it made that are now to be removed (an
+        index, not a scan: asked at every actor death)."""
+        out = []
+        for pg_id in self._by_actor.pop(actor_id, ()):
+            rec = self.groups.get(pg_id)
+            if rec is not None and rec.state != REMOVED:
+                rec.actor_gone = True
+                if rec.job_gone:
+                    out.append(rec)
+        return out
 
-    def created_by_actor(self, actor_id: bytes) -> list[GroupRecord]:
-        """Live non-detached groups an actor created (an index: asked at every actor death)."""
-        ids = self._by_actor.pop(actor_id, ())
-        return [r for r in (self.groups.get(i) for i in ids) if r is not None and r.state != REMOVED]
-
-    def of_job(self, job_id: int) -> list[GroupRecord]:
-        return [r for r in self.groups.values()
-                if r.state != REMOVED and not r.detached and r.spec.get("job_id") == job_id]
+    def job_gone(self, job_id: int) -> list[GroupRecord]:
+        """A job ended (or its driver died): its groups that are now to be removed."""
+        out = []
+        for rec in self.groups.values():
+            if rec.state != REMOVED and not rec.detached and rec.spec.get("job_id") == job_id:
+                rec.job_gone = True
+                if rec.actor_gone:
+                    out.append(rec)
+        return out

@@ -329,7 +329,7 @@ class HeadServer:
     def _set_dead(self, rec: ActorRecord, error: bytes | None) -> None:
         self.actors.dead(rec, error)
         self._publish(rec)
-        self.group_manager.remove_created_by_actor(rec.actor_id)  # groups it created go with it
+        self.group_manager.creator_actor_gone(rec.actor_id)  # groups it made may go with it
 
     def on_kill_actor(self, msg: p.KillActor, peer: Peer) -> None:
         rec = self.actors.actors.get(msg.actor_id)
@@ -356,10 +356,9 @@ class HeadServer:
     def on_owner_died(self, msg: p.OwnerDied, peer: Peer) -> None:
         for rec in self.actors.owned_by(msg.address):
             self.on_kill_actor(p.KillActor(rec.actor_id, True), peer)
-        self.group_manager.remove_owned_by(msg.address)
         for job in self.tables.jobs.values():  # a driver died: its job's groups go with it
             if job.alive and job.driver_address == msg.address:
-                self.group_manager.remove_of_job(job.job_id)
+                self.group_manager.job_gone(job.job_id)
 
     def group_removed(self, pg_id: bytes) -> None:
         """The group manager removed a group: its actors are dead for good (ActorDiedError),
@@ -404,7 +403,7 @@ class HeadServer:
 
     def on_job_finished(self, msg: p.JobFinished, peer: Peer) -> None:
         self.tables.finish_job(msg.job_id)
-        self.group_manager.remove_of_job(msg.job_id)
+        self.group_manager.job_gone(msg.job_id)
 
     def on_get_nodes(self, msg: p.GetNodes, peer: Peer) -> None:
         peer.answer(p.NodesReply(msg.req_id, self.tables.node_list()))

@@ -113,9 +113,11 @@ def _node_id(node_id: Any) -> bytes:
 
 
 def spillback_strategy(strategy: Any, target: bytes) -> Any:
-    """What a request sent on to `target` carries: a hard node affinity stays as it was (the
-    work must run there); anything else becomes a soft affinity to `target` that lets it pass
-    the request on if it turns out busy after all (views lag by up to ~100 ms)."""
-    if isinstance(strategy, list) and not strategy[2]:
+    """What a request sent on to `target` carries: a node affinity stays as the user gave it
+    (hard: it must run there; soft: it waits there unless told to spill); DEFAULT and SPREAD
+    become a soft affinity to `target` that may pass the request on once more if `target`
+    turns out busy after all (views lag by up to ~100 ms; each hop is counted against the
+    node it goes to, so hops stop as soon as views agree)."""
+    if isinstance(strategy, list):
         return strategy
     return ["NODE", target, True, True]
