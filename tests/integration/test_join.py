@@ -144,6 +144,6 @@ def test_placement_groups_fate_share_with_their_job(ending):
         kept = get_placement_group("kept")  # detached: outlives the job that made it
         assert placement_group_table(kept)["state"] == "CREATED"
         remove_placement_group(kept)
-        assert ray.available_resources()["CPU"] == 2.0
+        poll(lambda: ray.available_resources().get("CPU") == 2.0, "every CPU back")
     finally:
         ray.shutdown()
