@@ -265,3 +265,18 @@ def test_objects_owned_on_a_lost_node_fail_instead_of_hanging(two_nodes):
     cluster.remove_node(worker)
     with pytest.raises(ray.exceptions.OwnerDiedError):
         ray.get(inner, timeout=30)
+
+
+@pytest.mark.timeout(90)
+def test_placement_groups_example_runs():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    out = subprocess.run([sys.executable, str(root / "examples" / "placement_groups.py")], capture_output=True,
+                         text=True, env=env, timeout=80)
+    assert out.returncode == 0, out.stderr
+    assert "CPUs reserved for the group: 3.0" in out.stdout
+    assert "its CPUs are back: True" in out.stdout and "the trainer went with its group" in out.stdout
