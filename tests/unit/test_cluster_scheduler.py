@@ -183,20 +183,20 @@ def test_decision_cost_stays_flat_with_node_count():
     def cost(view: ClusterView) -> int:
         calls = 0
         import asyncray._private.scheduling.cluster as c
-        real = c._fits
+        real = c.fits
 
         def counting(have, need):
             nonlocal calls
             calls += 1
             return real(have, need)
 
-        c._fits = counting
+        c.fits = counting
         try:
             for _ in range(50):
                 view.pick(CPU1, DEFAULT, local=nid(5))
                 view.pick(to_units({"foo": 1}), DEFAULT)
         finally:
-            c._fits = real
+            c.fits = real
         return calls
 
     assert cost(large) <= 3 * cost(small) + 50

@@ -16,6 +16,14 @@ def from_units(units: dict[str, int]) -> dict[str, float]:
     return {k: v / SCALE for k, v in units.items()}
 
 
+def fits(have: dict[str, int], need: dict[str, int]) -> bool:
+    """Whether `have` holds at least `need` of every resource `need` names."""
+    for k, v in need.items():
+        if have.get(k, 0) < v:
+            return False
+    return True
+
+
 class ResourcePool:
     def __init__(self, total: dict[str, float]) -> None:
         self.total = to_units(total)
@@ -23,12 +31,10 @@ class ResourcePool:
 
     def feasible(self, need: dict[str, int]) -> bool:
         """Could this ever fit on the node (ignoring what is in use)?"""
-        total = self.total
-        return all(total.get(k, 0) >= v for k, v in need.items())
+        return fits(self.total, need)
 
     def fits(self, need: dict[str, int]) -> bool:
-        free = self.free
-        return all(free.get(k, 0) >= v for k, v in need.items())
+        return fits(self.free, need)
 
     def acquire(self, need: dict[str, int]) -> None:
         free = self.free

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from asyncray._private.node.resources import SCALE
-from asyncray._private.scheduling.cluster import ClusterView, _fits
+from asyncray._private.node.resources import SCALE, fits
+from asyncray._private.scheduling.cluster import ClusterView
 
 PACK, SPREAD, STRICT_PACK, STRICT_SPREAD = "PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"
 STRATEGIES = (PACK, SPREAD, STRICT_PACK, STRICT_SPREAD)
@@ -95,7 +95,7 @@ def place(view: ClusterView, bundles: list[dict[str, int]], strategy: str,
             total = _add(total, bundles[i])
         # STRICT_PACK: the node the group is on, if any; PACK: that node first.
         for nid in (used if used and strategy == STRICT_PACK else used + [n for n in order if n not in used]):
-            if nid in view.nodes and _fits(free(nid), total):
+            if nid in view.nodes and fits(free(nid), total):
                 for i in todo:
                     chosen[i] = nid
                 return chosen
@@ -111,7 +111,7 @@ def place(view: ClusterView, bundles: list[dict[str, int]], strategy: str,
             candidates = [n for n in order if n not in used]
         else:
             raise ValueError(f"unknown placement strategy {strategy!r}")
-        nid = next((n for n in candidates if n in view.nodes and _fits(free(n), b)), None)
+        nid = next((n for n in candidates if n in view.nodes and fits(free(n), b)), None)
         if nid is None:
             return None
         take(nid, b)

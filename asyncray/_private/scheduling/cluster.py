@@ -33,7 +33,9 @@ from __future__ import annotations
 import bisect
 import random
 from dataclasses import dataclass, field
-from typing import Iterable, NamedTuple, Optional
+from typing import NamedTuple, Optional
+
+from asyncray._private.node.resources import fits
 
 # Resources that decide a node's load score; every other one is indexed by who has it.
 SCORED = ("CPU", "memory", "object_store_memory")
@@ -70,13 +72,6 @@ class NodeResources:
     score: float = 0.0
     has_gpu: bool = False
     extra: frozenset = field(default_factory=frozenset)  # resources indexed in _having
-
-
-def _fits(have: dict[str, int], need: dict[str, int]) -> bool:
-    for k, v in need.items():
-        if have.get(k, 0) < v:
-            return False
-    return True
 
 
 class ClusterView:
@@ -180,9 +175,6 @@ class ClusterView:
             bisect.insort(self._order, (score, node.node_id))
 
     # -- questions -------------------------------------------------------------------------
-    def feasible_anywhere(self, need: dict[str, int]) -> bool:
-        return any(_fits(n.total, need) for n in self._candidates(need))
-
     def _restricting(self, need: dict[str, int]) -> Optional[set[bytes]]:
         """The smallest set of nodes that have every non-scored resource `need` names (None:
         the shape names none, every node is a candidate)."""
@@ -196,13 +188,6 @@ class ClusterView:
             if best is None or len(s) < len(best):
                 best = s
         return best
-
-    def _candidates(self, need: dict[str, int]) -> Iterable[NodeResources]:
-        restricted = self._restricting(need)
-        nodes = self.nodes
-        if restricted is None:
-            return [nodes[nid] for _, nid in self._order]
-        return sorted((nodes[nid] for nid in restricted), key=lambda n: (n.score, n.node_id))
 
     def pick(self, need: dict[str, int], strategy: object = DEFAULT, local: Optional[bytes] = None) -> Decision:
         if strategy == DEFAULT or strategy is None:
@@ -218,7 +203,7 @@ class ClusterView:
             node = self.nodes.get(local)
             # Below the threshold every node scores 0, so the local node is as good as any.
             if node is not None and node.score == 0.0 and (not node.has_gpu or "GPU" in need) \
-                    and _fits(node.free, need):
+                    and fits(node.free, need):
                 return Decision(local, True)
         k = max(TOP_K_ABSOLUTE, int(len(self.nodes) * TOP_K_FRACTION))
         restricted = self._restricting(need)
@@ -250,7 +235,7 @@ class ClusterView:
         best = None
         for _, nid in order:  # the best score of a node that fits (usually the first node)
             node = nodes[nid]
-            if (not skip_gpu or not node.has_gpu) and _fits(node.free, need):
+            if (not skip_gpu or not node.has_gpu) and fits(node.free, need):
                 best = node
                 break
         if best is None:
@@ -258,12 +243,12 @@ class ClusterView:
         if local is not None:
             ln = nodes.get(local)
             if ln is not None and ln.score <= best.score and (not skip_gpu or not ln.has_gpu) \
-                    and _fits(ln.free, need):
+                    and fits(ln.free, need):
                 return Decision(local, True)
         start = self.rng.randrange(min(k, n))
         for i in range(start, start + n):
             node = nodes[order[i % n][1]]
-            if (not skip_gpu or not node.has_gpu) and _fits(node.free, need):
+            if (not skip_gpu or not node.has_gpu) and fits(node.free, need):
                 return Decision(node.node_id, True)
         return Decision(best.node_id, True)
 
@@ -272,11 +257,11 @@ class ClusterView:
         """No node fits now: queue on the local node if it is as little loaded as the best
         feasible one (so busy nodes do not pass work back and forth), else on one of the k
         least-loaded feasible nodes."""
-        feasible = [n for n in ordered if _fits(n.total, need)]
+        feasible = [n for n in ordered if fits(n.total, need)]
         if not feasible:
             return Decision(None, infeasible=True)
         ln = self.nodes.get(local) if local is not None else None
-        if ln is not None and ln.score <= feasible[0].score and _fits(ln.total, need):
+        if ln is not None and ln.score <= feasible[0].score and fits(ln.total, need):
             return Decision(local, False)
         return Decision(feasible[self.rng.randrange(min(k, len(feasible)))].node_id, False)
 
@@ -287,10 +272,10 @@ class ClusterView:
         for i in range(n):
             nid = ring[(self._cursor + i) % n]
             node = self.nodes[nid]
-            if _fits(node.free, need):
+            if fits(node.free, need):
                 self._cursor = (self._cursor + i + 1) % n
                 return Decision(nid, True)
-            if feasible is None and _fits(node.total, need):
+            if feasible is None and fits(node.total, need):
                 feasible = nid
         if feasible is None:
             return Decision(None, infeasible=True)
@@ -298,8 +283,8 @@ class ClusterView:
 
     def _affinity(self, need: dict[str, int], aff: NodeAffinity, local: Optional[bytes]) -> Decision:
         node = self.nodes.get(aff.node_id)
-        if node is not None and _fits(node.total, need):
-            available = _fits(node.free, need)
+        if node is not None and fits(node.total, need):
+            available = fits(node.free, need)
             if available or not (aff.soft and aff.spill_on_unavailable):
                 return Decision(node.node_id, available)
         if aff.soft:
