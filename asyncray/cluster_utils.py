@@ -27,11 +27,13 @@ __all__ = ["Cluster", "ClusterNode"]
 class ClusterNode:
     """A node of a Cluster: `node_id` (hex), `address`, the resources it was given."""
 
-    def __init__(self, child: process.Child, info: dict, resources: dict, session_dir: str, is_head: bool) -> None:
+    def __init__(self, child: process.Child, info: dict, resources: dict, session: str, session_dir: str,
+                 is_head: bool) -> None:
         self._child = child
         self.node_id: str = info["node_id"]
         self.address: str = info["ipc"]
         self.resources = resources
+        self.session = session  # names its shared-memory segments
         self.session_dir = session_dir
         self.is_head = is_head
 
@@ -100,7 +102,7 @@ class Cluster:
         except BaseException:
             child.stop(self.config.stop_grace_s)
             raise
-        node = ClusterNode(child, info, total, session_dir, is_head)
+        node = ClusterNode(child, info, total, session, session_dir, is_head)
         if is_head:
             self.head_node = node
         else:
@@ -123,7 +125,7 @@ class Cluster:
             node._child.popen.wait()
             from asyncray._private.object_store import segments
 
-            segments.unlink_session(os.path.basename(node.session_dir)[2:])
+            segments.unlink_session(node.session)
         shutil.rmtree(node.session_dir, ignore_errors=True)
 
     def list_all_nodes(self) -> list[ClusterNode]:

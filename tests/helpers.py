@@ -4,10 +4,13 @@ Importable from test modules and from tasks alike (workers get the driver's impo
 """
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import time
 from typing import Callable
+
+import asyncray as ray
 
 
 def poll(predicate: Callable[[], bool], what: str, timeout: float = 30.0, collect: bool = False) -> None:
@@ -33,3 +36,27 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+@ray.remote(num_cpus=0)
+class CountingGate:
+    """An async actor that holds every `wait()` call until `open()`; `started(n)` returns once n
+    calls are waiting (so a test knows n tasks are running), without polling."""
+
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+        self.count = 0
+        self.changed = asyncio.Event()
+
+    async def wait(self) -> None:
+        self.count += 1
+        self.changed.set()
+        await self.opened.wait()
+
+    async def started(self, n: int) -> None:
+        while self.count < n:
+            self.changed.clear()
+            await self.changed.wait()
+
+    async def open(self) -> None:
+        self.opened.set()

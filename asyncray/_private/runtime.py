@@ -275,8 +275,9 @@ class Runtime:
         if not alive:
             raise ConnectionError("The asyncray cluster has no live node to run work on.")
         for _node_id, address, _resources, _alive in alive:
-            if local_address(address).startswith("ipc://"):
-                return local_address(address)
+            reachable = local_address(address)
+            if reachable.startswith("ipc://"):
+                return reachable
         return alive[0][1].partition("|")[0]
 
     # -- shutdown --------------------------------------------------------------------------

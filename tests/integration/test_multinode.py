@@ -2,7 +2,6 @@
 own tests run them: placement across nodes, strategies, placement groups, node loss (issue 9)."""
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 
@@ -10,8 +9,9 @@ import numpy as np
 import pytest
 
 import asyncray as ray
+from asyncray._private.object_store import segments
 from asyncray.cluster_utils import Cluster
-from helpers import poll
+from helpers import CountingGate, poll
 from asyncray.util import placement_group, placement_group_table, remove_placement_group
 from asyncray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
@@ -29,28 +29,6 @@ def two_nodes():
 @ray.remote(num_cpus=1)
 def where(*_):
     return ray.get_runtime_context().get_node_id()
-
-
-@ray.remote(num_cpus=0)
-class Gate:
-    def __init__(self):
-        self.opened = asyncio.Event()
-        self.count = 0
-        self.changed = asyncio.Event()
-
-    async def wait(self):
-        self.count += 1
-        self.changed.set()
-        await self.opened.wait()
-
-    async def started(self, n):
-        while self.count < n:
-            self.changed.clear()
-            await self.changed.wait()
-
-    async def open(self):
-        self.opened.set()
-
 
 
 def test_nodes_and_resources_span_the_cluster(two_nodes):
@@ -89,7 +67,7 @@ def test_busy_local_node_spills_to_the_other(two_nodes, tmp_path):
     # Tasks that hold their CPU until told to go (a file: blocking in ray.get would lend it).
     held = [held_where.remote(str(tmp_path), i) for i in range(3)]
     poll(lambda: len(list(tmp_path.glob("started-*"))) == 3, "3 tasks running at once")  # 1 CPU here, 2 there
-    gate = Gate.remote()
+    gate = CountingGate.remote()
     # Tasks whose arguments are not ready yet: their lease requests come and go (cancelled
     # while queued elsewhere, granted late); a late grant must go back to the node that made it.
     after = [where.remote(gate.wait.remote()) for _ in range(3)]
@@ -152,7 +130,7 @@ def test_large_results_from_another_node_are_read_and_freed_there(two_nodes):
     def big():
         return np.ones(1_000_000)
 
-    prefix = "asyncray-" + os.path.basename(worker.session_dir)[2:] + "-"
+    prefix = segments.session_prefix(worker.session)
 
     def stored_on_worker():
         return [f for f in os.listdir("/dev/shm") if f.startswith(prefix)]
@@ -178,7 +156,7 @@ def test_large_results_from_another_node_are_read_and_freed_there(two_nodes):
 
 def test_removed_node_work_moves(two_nodes):
     cluster, worker = two_nodes
-    gate = Gate.options(resources={"foo": 0.5}).remote()  # on the node that goes away
+    gate = CountingGate.options(resources={"foo": 0.5}).remote()  # on the node that goes away
     ray.get(gate.started.remote(0), timeout=30)  # alive there (one not started yet would wait to be placed again)
 
     @ray.remote(num_cpus=1, max_restarts=1)

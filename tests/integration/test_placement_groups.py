@@ -4,7 +4,6 @@ One node here; strategies that need several nodes are covered by the unit tests 
 scheduling logic (tests/unit/test_cluster_scheduler.py)."""
 from __future__ import annotations
 
-import asyncio
 import os
 
 import pytest
@@ -15,7 +14,7 @@ from asyncray.exceptions import (ActorDiedError, ActorUnschedulableError, GetTim
 from asyncray.util import (get_current_placement_group, get_placement_group, placement_group, placement_group_table,
                            remove_placement_group)
 from asyncray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
-from helpers import alive, poll
+from helpers import CountingGate, alive, poll
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +113,7 @@ def test_bundle_bounds_what_runs_in_it(four_cpus):
     pg = placement_group([{"CPU": 1}])
     ray.get(pg.ready(), timeout=30)
     poll(lambda: ray.available_resources().get("CPU") == 3.0, "the node's other CPUs free")
-    gate = Gate.remote()
+    gate = CountingGate.remote()
 
     @ray.remote(num_cpus=1)
     def held(gate):
@@ -132,27 +131,6 @@ def test_bundle_bounds_what_runs_in_it(four_cpus):
     results = ray.get([first, second], timeout=30)
     assert all(r["CPU"] == 3.0 for r in results), "work in the bundle never took the node's own CPUs"
     remove_placement_group(pg)
-
-
-@ray.remote(num_cpus=0)
-class Gate:
-    def __init__(self):
-        self.event = asyncio.Event()
-        self.count = 0
-        self.changed = asyncio.Event()
-
-    async def wait(self):
-        self.count += 1
-        self.changed.set()
-        await self.event.wait()
-
-    async def started(self, n):
-        while self.count < n:
-            self.changed.clear()
-            await self.changed.wait()
-
-    async def open(self):
-        self.event.set()
 
 
 def test_child_tasks_captured(four_cpus):
@@ -193,7 +171,7 @@ def test_actor_in_group_dies_with_it(four_cpus):
 def test_running_task_in_removed_group_fails(four_cpus):
     pg = placement_group([{"CPU": 1}])
     ray.get(pg.ready(), timeout=30)
-    gate = Gate.remote()
+    gate = CountingGate.remote()
 
     @ray.remote(num_cpus=1, max_retries=1)
     def blocked(gate):

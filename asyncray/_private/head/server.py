@@ -22,7 +22,7 @@ from asyncray._private.scheduling.cluster import ClusterView, NodeAffinity
 from asyncray._private.scheduling.strategy import spillback_strategy
 from asyncray._private.head.snapshot import Snapshot
 from asyncray._private.head.tables import NodeInfo, Tables
-from asyncray._private.transport.sockets import Endpoint, Peer
+from asyncray._private.transport.sockets import Endpoint, Peer, local_address
 
 logger = logging.getLogger("asyncray.head")
 
@@ -96,8 +96,7 @@ class HeadServer:
     def on_register_node(self, msg: p.RegisterNode, peer: Peer) -> None:
         self.tables.add_node(NodeInfo(msg.node_id, msg.address, msg.resources, msg.pid))
         # The head leases workers for actors from the node, as a client of it.
-        tcp, _, ipc = msg.address.partition("|")
-        address = self.node_addresses[msg.node_id] = ipc or tcp
+        address = self.node_addresses[msg.node_id] = local_address(msg.address)
         self.view.add_node(msg.node_id, to_units(msg.resources))
         self.endpoint.send(address, p.RegisterClient(0, b"head", os.getpid(), self.ipc_address, 0))
         # The new node learns every node, the others learn it, before anyone hears it is ready

@@ -333,14 +333,10 @@ class NodeManager:
             error = self._group_removed_error()
             for req in self.scheduler.cancel_where(lambda r: any(bundles.group_of(k) == pg_hex for k in r.shape)):
                 self._lease_failed(req.owner, req.req_id, error)
-            for lease in list(self.leases.values()):  # what runs in the group ends
-                if any(bundles.group_of(k) == pg_hex for k in lease.units):
-                    del self.leases[lease.lease_id]
-                    self._release(lease)
-                    lease.worker.lease_id = None
-                    self._kill_worker(lease.worker)
-                    self.endpoint.reply(lease.owner, p.LeaseWorkerDied(
-                        lease.lease_id, f"its placement group {pg_hex} was removed"))
+            for lease in [ls for ls in self.leases.values() if any(bundles.group_of(k) == pg_hex for k in ls.units)]:
+                self._end_lease(lease)  # what runs in the group ends
+                self.endpoint.reply(lease.owner, p.LeaseWorkerDied(
+                    lease.lease_id, f"its placement group {pg_hex} was removed"))
         held = self.bundles.get(pg_hex, {})
         prepared = self.prepared.get(pg_hex, {})
         indices = [i for i in ([*held, *prepared] if msg.indices is None else msg.indices) if i in held or i in prepared]
@@ -461,6 +457,14 @@ class NodeManager:
             self.scheduler.pool.acquire(lease.lent)
             lease.lent = {}
 
+    def _end_lease(self, lease: Lease) -> None:
+        """End a lease from here: its resources go back and its worker is killed (the worker's
+        exit is then an ordinary death, announced as for any other)."""
+        del self.leases[lease.lease_id]
+        self._release(lease)
+        lease.worker.lease_id = None
+        self._kill_worker(lease.worker)
+
     def _kill_worker(self, rec: WorkerRecord) -> None:
         """Kill a worker but keep its record until the template reports the exit: that event
         announces the death (PeerDied) and frees what it owned, as for any other death."""
@@ -509,10 +513,7 @@ class NodeManager:
             self.endpoint.send(self.args["head_address"], p.OwnerDied(address))  # its actors go too
         self.scheduler.cancel_owner(identity)
         for lease in [ls for ls in self.leases.values() if ls.owner == identity]:
-            del self.leases[lease.lease_id]
-            self._release(lease)
-            lease.worker.lease_id = None
-            self._kill_worker(lease.worker)
+            self._end_lease(lease)
         if address:
             for obj in self.store.free_owner(address):
                 self._drop(obj, background=True)
