@@ -292,9 +292,6 @@ class CoreClient:
         self._flush_frees()
 
     # -- nodes -----------------------------------------------------------------------------------
-    def know_node(self, node_id: bytes, address: str) -> None:
-        self.node_addresses[node_id] = address
-
     def node_of(self, payload: list) -> str | None:
         """The address of the node whose store holds a stored value (None: a node we have not
         heard of yet; see learn_nodes)."""

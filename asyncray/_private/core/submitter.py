@@ -263,9 +263,8 @@ class TaskSubmitter:
             return
         node = q.requests.pop(msg.req_id, self.client.node_address)
         if isinstance(msg, p.LeaseSpillback):
-            # Another node fits: ask it, with a soft affinity that lets it pass the request on if
-            # it turns out busy after all (views lag by up to ~100 ms) and another node is free.
-            self.client.know_node(msg.node_id, msg.address)
+            # Another node fits: ask it (with what strategy: see spillback_strategy).
+            self.client.node_addresses[msg.node_id] = msg.address
             if q.pending:
                 self._request_lease(q, msg.address, spillback_strategy(q.strategy, msg.node_id))
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional
 
+from asyncray._private.node.resources import fits
 from asyncray._private.scheduling.bundles import shape_in_bundle
 
 TASK_BUNDLE_AMOUNT = 0.001
@@ -87,7 +88,7 @@ def resolve(options: dict, placement: dict, held: dict, what: str) -> Placement:
                          f"0-{count}")
     specs = pg.bundle_specs if index == -1 else [pg.bundle_specs[index]]
     for need, kind in ((held, "resource request"), (placement, "placement")):
-        if not any(all(b.get(k, 0) >= v for k, v in need.items()) for b in specs):
+        if not any(fits(b, need) for b in specs):
             detail = (f"the resource request {need} cannot fit" if kind == "resource request" else
                       f"the actor requires {need.get('CPU', 0)} CPU for creation, but it cannot fit")
             raise ValueError(f"Cannot schedule {what} with the placement group because {detail} into any bundles "
